@@ -1,0 +1,257 @@
+//! The command line of the `gcp-wif-emulator` binary.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Duration;
+
+use crate::config::{AwsKey, EmulatorConfig, MAX_TOKEN_LIFETIME_CEILING};
+
+/// The address the binary listens on without `--listen`.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8086));
+
+/// The binary's `--help` text.
+pub const USAGE: &str = "\
+Usage: gcp-wif-emulator [OPTIONS]
+
+Emulates Google STS and IAM Credentials for AWS Workload Identity Federation.
+Prints `gcp-wif-emulator listening on http://IP:PORT` once serving; logs go to stderr.
+
+Options:
+  --listen ADDR                 address to serve on [default: 127.0.0.1:8086]
+  --aws-key AKID:SECRET         AWS key pair to accept (repeatable)
+                                [default: the built-in test pair AKIDEMULATOR0000TEST]
+  --audience AUDIENCE           workload identity provider to accept (repeatable)
+                                [default: //iam.googleapis.com/projects/123456789012/locations/
+                                global/workloadIdentityPools/local-pool/providers/local-aws]
+  --service-account EMAIL       service account that may be impersonated (repeatable)
+                                [default: broker@local-project.iam.gserviceaccount.com]
+  --max-lifetime-seconds N      longest access token lifetime, 1 to 43200 [default: 3600]
+  -h, --help                    print this help
+
+Admin routes: POST /emulator/faults, DELETE /emulator/faults, GET /emulator/calls.
+";
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    /// Serve the emulator.
+    Run(RunOptions),
+    /// Print [`USAGE`].
+    Help,
+}
+
+/// How to serve the emulator.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// What to accept; the clock is the system's.
+    pub config: EmulatorConfig,
+}
+
+/// Why the command line is not understood; never quotes a secret key.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A flag the binary does not know.
+    #[error("unknown option {0:?}")]
+    UnknownOption(String),
+    /// A flag given without its value.
+    #[error("{0} needs a value")]
+    MissingValue(&'static str),
+    /// A flag whose value is not understood.
+    #[error("{flag}: {reason}")]
+    InvalidValue {
+        /// The flag.
+        flag: &'static str,
+        /// What the value must be.
+        reason: String,
+    },
+}
+
+/// Parses the arguments after the program name; `--flag value` and `--flag=value` both work.
+///
+/// Repeatable flags replace the built-in default with the values given.
+pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError> {
+    let mut config = EmulatorConfig::default();
+    let mut listen = DEFAULT_LISTEN;
+    let (mut aws_keys, mut audiences, mut service_accounts) = (vec![], vec![], vec![]);
+
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_string(), Some(value.to_string())),
+            None => (arg, None),
+        };
+        match name.as_str() {
+            "-h" | "--help" => return Ok(Command::Help),
+            "--listen" => {
+                let value = value_of("--listen", inline, &mut args)?;
+                listen = value.parse().map_err(|_| CliError::InvalidValue {
+                    flag: "--listen",
+                    reason: format!("{value:?} is not an IP:PORT socket address"),
+                })?;
+            }
+            "--aws-key" => {
+                let value = value_of("--aws-key", inline, &mut args)?;
+                let key = value
+                    .parse::<AwsKey>()
+                    .map_err(|e| CliError::InvalidValue {
+                        flag: "--aws-key",
+                        reason: e.to_string(),
+                    })?;
+                aws_keys.push(key);
+            }
+            "--audience" => audiences.push(value_of("--audience", inline, &mut args)?),
+            "--service-account" => {
+                service_accounts.push(value_of("--service-account", inline, &mut args)?);
+            }
+            "--max-lifetime-seconds" => {
+                let value = value_of("--max-lifetime-seconds", inline, &mut args)?;
+                let ceiling = MAX_TOKEN_LIFETIME_CEILING.as_secs();
+                let seconds = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|seconds| (1..=ceiling).contains(seconds))
+                    .ok_or_else(|| CliError::InvalidValue {
+                        flag: "--max-lifetime-seconds",
+                        reason: format!("must be a whole number from 1 to {ceiling}"),
+                    })?;
+                config.max_token_lifetime = Duration::from_secs(seconds);
+            }
+            _ => return Err(CliError::UnknownOption(name)),
+        }
+    }
+
+    if !aws_keys.is_empty() {
+        config.aws_keys = aws_keys;
+    }
+    if !audiences.is_empty() {
+        config.audiences = audiences;
+    }
+    if !service_accounts.is_empty() {
+        config.service_accounts = service_accounts;
+    }
+    Ok(Command::Run(RunOptions { listen, config }))
+}
+
+/// The value of `flag`: written after `=`, or else the next argument.
+fn value_of(
+    flag: &'static str,
+    inline: Option<String>,
+    rest: &mut impl Iterator<Item = String>,
+) -> Result<String, CliError> {
+    inline
+        .or_else(|| rest.next())
+        .ok_or(CliError::MissingValue(flag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DEFAULT_ACCESS_KEY_ID, DEFAULT_AUDIENCE, DEFAULT_SERVICE_ACCOUNT};
+
+    fn run(args: &[&str]) -> RunOptions {
+        match parse(args.iter().map(|arg| arg.to_string())) {
+            Ok(Command::Run(options)) => options,
+            other => panic!("{args:?} should parse as a run, got {other:?}"),
+        }
+    }
+
+    fn error(args: &[&str]) -> String {
+        match parse(args.iter().map(|arg| arg.to_string())) {
+            Err(error) => error.to_string(),
+            other => panic!("{args:?} should be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_arguments_give_the_documented_defaults() {
+        let options = run(&[]);
+
+        assert_eq!(options.listen, DEFAULT_LISTEN);
+        let keys: Vec<&str> = options
+            .config
+            .aws_keys
+            .iter()
+            .map(AwsKey::access_key_id)
+            .collect();
+        assert_eq!(keys, [DEFAULT_ACCESS_KEY_ID]);
+        assert_eq!(options.config.audiences, [DEFAULT_AUDIENCE]);
+        assert_eq!(options.config.service_accounts, [DEFAULT_SERVICE_ACCOUNT]);
+        assert_eq!(options.config.max_token_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn repeated_flags_replace_the_defaults_in_both_spellings() {
+        let options = run(&[
+            "--listen=0.0.0.0:9000",
+            "--aws-key",
+            "AKID1:secret1",
+            "--aws-key=AKID2:secret2",
+            "--audience",
+            "//iam.googleapis.com/a",
+            "--service-account",
+            "x@p.iam.gserviceaccount.com",
+            "--service-account=y@p.iam.gserviceaccount.com",
+            "--max-lifetime-seconds",
+            "43200",
+        ]);
+
+        assert_eq!(options.listen.to_string(), "0.0.0.0:9000");
+        let keys: Vec<&str> = options
+            .config
+            .aws_keys
+            .iter()
+            .map(AwsKey::access_key_id)
+            .collect();
+        assert_eq!(keys, ["AKID1", "AKID2"]);
+        assert_eq!(options.config.audiences, ["//iam.googleapis.com/a"]);
+        assert_eq!(
+            options.config.service_accounts,
+            ["x@p.iam.gserviceaccount.com", "y@p.iam.gserviceaccount.com"]
+        );
+        assert_eq!(
+            options.config.max_token_lifetime,
+            Duration::from_secs(43200)
+        );
+    }
+
+    #[test]
+    fn help_is_recognised_after_other_flags() {
+        let parsed = parse(["--listen", "127.0.0.1:1", "--help"].map(String::from));
+
+        assert!(matches!(parsed, Ok(Command::Help)), "{parsed:?}");
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_the_flag_named() {
+        let cases: [(&[&str], &str); 6] = [
+            (&["--port", "1"], "unknown option \"--port\""),
+            (&["--listen"], "--listen needs a value"),
+            (
+                &["--listen", "localhost"],
+                "--listen: \"localhost\" is not an IP:PORT",
+            ),
+            (&["--max-lifetime-seconds", "0"], "from 1 to 43200"),
+            (&["--max-lifetime-seconds=43201"], "from 1 to 43200"),
+            (
+                &["--aws-key", "no-colon-secret"],
+                "--aws-key: an AWS key must be written",
+            ),
+        ];
+
+        for (args, expected) in cases {
+            let message = error(args);
+            assert!(
+                message.contains(expected),
+                "{args:?}: {message:?} lacks {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_aws_key_is_refused_without_quoting_it() {
+        let message = error(&["--aws-key", "AKIDsupersecretvalue"]);
+
+        assert!(!message.contains("supersecretvalue"), "{message}");
+    }
+}
