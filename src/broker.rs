@@ -1,0 +1,182 @@
+//! The token path: AWS credentials, subject token, STS, impersonation, cache.
+
+use std::sync::Arc;
+
+use url::Url;
+
+use crate::aws_credentials::AwsCredentialSource;
+use crate::clock::SharedClock;
+use crate::credential_config::CredentialConfig;
+use crate::error::UpstreamError;
+use crate::impersonation::{self, AccessToken};
+use crate::settings::Settings;
+use crate::sts::{self, FederatedToken};
+use crate::subject_token::SubjectToken;
+use crate::token_cache::{CacheOutcome, TokenCache, TokenKey};
+
+/// Scope asked of STS when impersonating: the federated token only needs to call IAM
+/// Credentials; the service account token carries the caller's scopes.
+const FEDERATION_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// A validated request for a token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// Within the broker's scope ceiling, sorted, no duplicates.
+    pub scopes: Vec<String>,
+    /// Within the broker's maximum lifetime.
+    pub lifetime_seconds: u32,
+}
+
+/// Holds everything the token path needs; one per process, shared by every invocation.
+#[derive(Debug)]
+pub struct Broker {
+    config: CredentialConfig,
+    settings: Settings,
+    region: String,
+    verification_url: Url,
+    credentials: AwsCredentialSource,
+    client: reqwest::Client,
+    cache: TokenCache,
+    clock: SharedClock,
+}
+
+/// The parts a broker is built from; `main` makes the real ones, tests their own.
+pub struct BrokerParts {
+    /// The validated credential configuration.
+    pub config: CredentialConfig,
+    /// The broker's settings.
+    pub settings: Settings,
+    /// The AWS region whose STS endpoint the subject token names.
+    pub region: String,
+    /// The broker's AWS credentials.
+    pub credentials: AwsCredentialSource,
+    /// The time source.
+    pub clock: SharedClock,
+}
+
+/// Building the broker failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The configuration cannot produce a valid verification URL for the region.
+    #[error(transparent)]
+    Config(#[from] crate::credential_config::CredentialConfigError),
+    /// The HTTP client could not be built (TLS roots unavailable).
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl Broker {
+    /// Builds a broker; fails if the region does not give a valid AWS STS URL.
+    pub fn new(parts: BrokerParts) -> Result<Arc<Self>, BuildError> {
+        let verification_url = parts.config.verification_url(&parts.region)?;
+        let client = reqwest::Client::builder()
+            .timeout(parts.settings.upstream_timeout)
+            .connect_timeout(
+                parts
+                    .settings
+                    .upstream_timeout
+                    .min(std::time::Duration::from_secs(5)),
+            )
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gcp-wif-broker/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| BuildError::Client(e.without_url().to_string()))?;
+        let cache = TokenCache::new(parts.clock.clone(), parts.settings.refresh_margin);
+        Ok(Arc::new(Self {
+            config: parts.config,
+            settings: parts.settings,
+            region: parts.region,
+            verification_url,
+            credentials: parts.credentials,
+            client,
+            cache,
+            clock: parts.clock,
+        }))
+    }
+
+    /// The broker's settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The service account tokens are issued for, if the configuration impersonates one.
+    pub fn service_account(&self) -> Option<&str> {
+        self.config
+            .impersonation
+            .as_ref()
+            .map(|i| i.service_account.as_str())
+    }
+
+    /// The longest lifetime a caller may ask for.
+    pub fn max_lifetime(&self) -> u32 {
+        self.settings.max_lifetime(&self.config)
+    }
+
+    /// The time source, for callers that compute `expires_in`.
+    pub fn clock(&self) -> &SharedClock {
+        &self.clock
+    }
+
+    /// A token for `request`, from the cache or freshly exchanged.
+    pub async fn token(
+        &self,
+        request: &TokenRequest,
+    ) -> Result<(AccessToken, CacheOutcome), UpstreamError> {
+        let key = TokenKey {
+            service_account: self.service_account().map(str::to_owned),
+            scopes: request.scopes.clone(),
+            lifetime_seconds: request.lifetime_seconds,
+        };
+        self.cache
+            .get_or_fetch(&key, || self.exchange(request))
+            .await
+    }
+
+    async fn exchange(&self, request: &TokenRequest) -> Result<AccessToken, UpstreamError> {
+        let credentials = self.credentials.credentials().await?;
+        let now = self.clock.now();
+        let subject_token = SubjectToken::sign(
+            &self.verification_url,
+            &self.region,
+            &self.config.audience,
+            &credentials,
+            now,
+        )?;
+
+        let Some(impersonation) = &self.config.impersonation else {
+            let federated = sts::exchange(
+                &self.client,
+                &self.config,
+                &subject_token,
+                &request.scopes,
+                now,
+            )
+            .await?;
+            return Ok(into_access_token(federated));
+        };
+        let federation_scope = [FEDERATION_SCOPE.to_owned()];
+        let federated = sts::exchange(
+            &self.client,
+            &self.config,
+            &subject_token,
+            &federation_scope,
+            now,
+        )
+        .await?;
+        impersonation::generate_access_token(
+            &self.client,
+            impersonation,
+            &federated,
+            &request.scopes,
+            request.lifetime_seconds,
+        )
+        .await
+    }
+}
+
+fn into_access_token(federated: FederatedToken) -> AccessToken {
+    AccessToken {
+        token: federated.token,
+        expires_at: federated.expires_at,
+    }
+}

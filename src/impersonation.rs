@@ -1,0 +1,100 @@
+//! IAM Credentials: the federated token is exchanged for a service account's access token.
+
+use std::time::SystemTime;
+
+use serde::Deserialize;
+
+use crate::credential_config::Impersonation;
+use crate::error::{Stage, UpstreamError};
+use crate::secret::SecretString;
+use crate::sts::FederatedToken;
+use crate::upstream::{self, clip};
+
+/// A Google OAuth 2.0 access token, the broker's product.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    /// The bearer token.
+    pub token: SecretString,
+    /// When Google stops accepting it.
+    pub expires_at: SystemTime,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GenerateAccessTokenResponse {
+    access_token: String,
+    expire_time: String,
+}
+
+#[derive(Deserialize)]
+struct StatusEnvelope {
+    error: Option<Status>,
+}
+
+#[derive(Deserialize)]
+struct Status {
+    message: Option<String>,
+}
+
+/// Calls `generateAccessToken` as the federated principal for `scopes` and `lifetime_seconds`.
+pub async fn generate_access_token(
+    client: &reqwest::Client,
+    impersonation: &Impersonation,
+    federated: &FederatedToken,
+    scopes: &[String],
+    lifetime_seconds: u32,
+) -> Result<AccessToken, UpstreamError> {
+    let body = serde_json::json!({
+        "scope": scopes,
+        "lifetime": format!("{lifetime_seconds}s"),
+    });
+    let request = client
+        .post(impersonation.url.clone())
+        .bearer_auth(federated.token.expose())
+        .json(&body);
+    let response: GenerateAccessTokenResponse = upstream::send(Stage::Impersonation, request)
+        .await?
+        .parse(explain)?;
+    let expires_at = time::OffsetDateTime::parse(
+        &response.expire_time,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .map_err(|_| {
+        UpstreamError::refused(
+            Stage::Impersonation,
+            Some(200),
+            "expireTime is not an RFC 3339 time",
+            "check that service_account_impersonation_url is really IAM Credentials",
+        )
+    })?;
+    Ok(AccessToken {
+        token: SecretString::new(response.access_token),
+        expires_at: expires_at.into(),
+    })
+}
+
+fn explain(status: u16, body: &[u8]) -> (String, &'static str) {
+    let message = serde_json::from_slice::<StatusEnvelope>(body)
+        .ok()
+        .and_then(|e| e.error)
+        .and_then(|e| e.message)
+        .map(|m| clip(&m))
+        .unwrap_or_else(|| "no error message".to_owned());
+    let lowered = message.to_ascii_lowercase();
+    let hint = match status {
+        401 => "IAM Credentials did not accept the federated token; check the STS stage",
+        403 => {
+            "grant roles/iam.workloadIdentityUser on the service account to the broker's AWS role \
+             (principalSet://iam.googleapis.com/.../attribute.aws_role/...); new bindings take \
+             a few minutes to apply"
+        }
+        404 => "the service account does not exist; check service_account_impersonation_url",
+        400 if lowered.contains("lifetime") => {
+            "lifetimes over 3600 s need the org policy \
+             constraints/iam.allowServiceAccountCredentialLifetimeExtension"
+        }
+        400 if lowered.contains("scope") => "check that BROKER_SCOPES names valid OAuth scopes",
+        _ => "check service_account_impersonation_url and the service account's IAM policy",
+    };
+    (message, hint)
+}

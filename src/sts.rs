@@ -1,0 +1,99 @@
+//! Google STS: the subject token is exchanged for a federated access token.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Deserialize;
+
+use crate::credential_config::{CredentialConfig, AWS_SUBJECT_TOKEN_TYPE};
+use crate::error::{Stage, UpstreamError};
+use crate::secret::SecretString;
+use crate::subject_token::SubjectToken;
+use crate::upstream::{self, clip};
+
+const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// A token for the federated principal, good for impersonation or for Google APIs directly.
+#[derive(Debug, Clone)]
+pub struct FederatedToken {
+    /// The bearer token.
+    pub token: SecretString,
+    /// When Google stops accepting it.
+    pub expires_at: SystemTime,
+}
+
+#[derive(Deserialize)]
+struct ExchangeResponse {
+    access_token: String,
+    expires_in: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ExchangeError {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+/// Exchanges `subject_token` at the configured STS endpoint for `scopes`.
+///
+/// No `Authorization` header is sent: Google authenticates the AWS signature inside the token.
+pub async fn exchange(
+    client: &reqwest::Client,
+    config: &CredentialConfig,
+    subject_token: &SubjectToken,
+    scopes: &[String],
+    now: SystemTime,
+) -> Result<FederatedToken, UpstreamError> {
+    let scope = scopes.join(" ");
+    let form = [
+        ("grant_type", GRANT_TYPE),
+        ("audience", config.audience.as_str()),
+        ("scope", scope.as_str()),
+        ("requested_token_type", ACCESS_TOKEN_TYPE),
+        ("subject_token_type", AWS_SUBJECT_TOKEN_TYPE),
+        ("subject_token", subject_token.expose()),
+    ];
+    let request = client.post(config.token_url.clone()).form(&form);
+    let response: ExchangeResponse = upstream::send(Stage::Sts, request).await?.parse(explain)?;
+    // STS tokens last an hour; the field is optional in RFC 8693, so assume the usual.
+    let lifetime = Duration::from_secs(response.expires_in.unwrap_or(3600));
+    Ok(FederatedToken {
+        token: SecretString::new(response.access_token),
+        expires_at: now + lifetime,
+    })
+}
+
+fn explain(_status: u16, body: &[u8]) -> (String, &'static str) {
+    let parsed: Option<ExchangeError> = serde_json::from_slice(body).ok();
+    let code = parsed
+        .as_ref()
+        .and_then(|e| e.error.clone())
+        .unwrap_or_default();
+    let description = parsed
+        .and_then(|e| e.error_description)
+        .unwrap_or_else(|| "no error description".to_owned());
+    let hint = match code.as_str() {
+        "invalid_target" => {
+            "check that the configuration's audience names an existing, enabled workload identity \
+             pool provider (gcloud iam workload-identity-pools providers describe)"
+        }
+        "unauthorized_client" => {
+            "the provider refused this AWS identity; check the provider's attribute condition \
+             and that its AWS account id is the broker's account"
+        }
+        "invalid_grant" => {
+            "Google could not verify the AWS signature; check the broker's AWS credentials, \
+             its clock, and that the provider's AWS account id matches"
+        }
+        _ => {
+            "check that the credential configuration was written by \
+             `gcloud iam workload-identity-pools create-cred-config --aws`"
+        }
+    };
+    let message = if code.is_empty() {
+        clip(&description)
+    } else {
+        format!("{code}: {}", clip(&description))
+    };
+    (message, hint)
+}

@@ -1,0 +1,369 @@
+//! The token broker end to end: the real binary, cargo-lambda's Runtime API emulator and the
+//! Google emulator, with the events in `events/`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{event, event_files, field, Stack};
+use gcp_wif_emulator::{Fault, StatusCode, Target};
+use serde_json::{json, Value};
+
+const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+fn with_body(mut event: Value, body: &str) -> Value {
+    event["body"] = Value::String(body.to_owned());
+    event
+}
+
+fn with_path(mut event: Value, method: &str, path: &str) -> Value {
+    event["rawPath"] = Value::String(path.to_owned());
+    event["requestContext"]["http"]["path"] = Value::String(path.to_owned());
+    event["requestContext"]["http"]["method"] = Value::String(method.to_owned());
+    event
+}
+
+fn assert_google_error(answer: &common::Answer, status: u16, canonical: &str) {
+    assert_eq!(answer.status, status, "unexpected answer: {}", answer.raw);
+    assert_eq!(answer.body["error"]["code"], status, "{}", answer.raw);
+    assert_eq!(answer.body["error"]["status"], canonical, "{}", answer.raw);
+    assert!(
+        answer.body["error"]["message"].is_string(),
+        "{}",
+        answer.raw
+    );
+}
+
+#[tokio::test]
+async fn every_event_in_events_gets_its_documented_answer() {
+    let stack = Stack::start(&[]).await;
+    let expected: &[(&str, u16)] = &[
+        ("healthz-function-url.json", 200),
+        ("token-caller-not-allowed.json", 403),
+        ("token-function-url.json", 200),
+        ("token-http-api.json", 200),
+        ("token-malformed-body.json", 400),
+        ("token-no-identity.json", 403),
+        ("token-rest-api.json", 200),
+    ];
+    let mut covered: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
+    covered.push("env.json");
+    covered.sort();
+    assert_eq!(
+        event_files(),
+        covered,
+        "every file in events/ must be exercised by this test (env.json by sam_local_env_file_serves_a_token)"
+    );
+
+    for (name, status) in expected {
+        let answer = stack.invoke_file(name).await;
+        assert_eq!(answer.status, *status, "{name}: {}", answer.raw);
+        assert_eq!(
+            answer.headers.get("cache-control").map(String::as_str),
+            Some("no-store"),
+            "{name}: {}",
+            answer.raw
+        );
+        if *status != 200 {
+            assert_eq!(
+                answer.body["error"]["code"], *status,
+                "{name}: {}",
+                answer.raw
+            );
+        }
+    }
+
+    let url = stack.invoke_file("token-function-url.json").await;
+    assert_eq!(url.body["token_type"], "Bearer");
+    assert_eq!(url.body["scopes"], json!([CLOUD_PLATFORM]));
+    assert_eq!(
+        url.body["service_account"],
+        gcp_wif_emulator::DEFAULT_SERVICE_ACCOUNT
+    );
+    let expires_in = url.body["expires_in"].as_u64().expect("expires_in");
+    assert!(
+        (1700..=1800).contains(&expires_in),
+        "lifetime 1800 asked, got {expires_in}"
+    );
+    assert!(url.body["expire_time"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(url.headers["pragma"], "no-cache");
+    let token = url.body["access_token"].as_str().expect("access_token");
+    assert!(
+        stack.google.access_token_info(token).is_some(),
+        "the emulator did not issue {token}"
+    );
+
+    let rest = stack.invoke_file("token-rest-api.json").await;
+    let rest_expires = rest.body["expires_in"].as_u64().unwrap();
+    assert!(
+        (800..=900).contains(&rest_expires),
+        "REST asked 900 s, got {rest_expires}"
+    );
+    let http = stack.invoke_file("token-http-api.json").await;
+    let http_expires = http.body["expires_in"].as_u64().unwrap();
+    assert!(
+        http_expires > 1800,
+        "GET /token defaults to the maximum, got {http_expires}"
+    );
+
+    let no_identity = stack.invoke_file("token-no-identity.json").await;
+    let not_allowed = stack.invoke_file("token-caller-not-allowed.json").await;
+    assert_eq!(
+        no_identity.body, not_allowed.body,
+        "refusals must be indistinguishable"
+    );
+    let refusals = stack.events_named("caller_refused");
+    assert!(refusals
+        .iter()
+        .any(|r| field(r, "reason") == "no IAM identity in the request context"));
+    assert!(refusals
+        .iter()
+        .any(|r| field(r, "reason") == "caller does not match BROKER_ALLOWED_CALLERS"));
+}
+
+#[tokio::test]
+async fn tokens_are_cached_across_invocations_per_lifetime() {
+    let stack = Stack::start(&[]).await;
+    for _ in 0..3 {
+        assert_eq!(
+            stack.invoke_file("token-function-url.json").await.status,
+            200
+        );
+    }
+    assert_eq!(
+        stack.google.calls(Target::Sts),
+        1,
+        "one STS exchange for three requests"
+    );
+    assert_eq!(
+        stack.google.calls(Target::Iam),
+        1,
+        "one impersonation for three requests"
+    );
+
+    assert_eq!(stack.invoke_file("token-rest-api.json").await.status, 200);
+    assert_eq!(
+        stack.google.calls(Target::Iam),
+        2,
+        "another lifetime is another token"
+    );
+
+    let issued = stack.events_named("token_issued");
+    let caches: Vec<&Value> = issued.iter().map(|r| field(r, "cache")).collect();
+    assert_eq!(
+        caches,
+        vec!["miss", "hit", "hit", "miss"],
+        "audit lines: {issued:?}"
+    );
+    let first = &issued[0];
+    assert_eq!(
+        field(first, "caller"),
+        "arn:aws:sts::123456789012:assumed-role/app-role/app-session"
+    );
+    assert_eq!(
+        field(first, "service_account"),
+        gcp_wif_emulator::DEFAULT_SERVICE_ACCOUNT
+    );
+    assert_eq!(field(first, "lifetime_seconds"), 1800);
+    assert!(field(first, "latency_ms").is_number());
+    assert!(!field(first, "request_id")
+        .as_str()
+        .unwrap_or_default()
+        .is_empty());
+}
+
+#[tokio::test]
+async fn bad_requests_get_google_errors_and_the_function_keeps_serving() {
+    let stack = Stack::start(&[]).await;
+    let base = event("token-function-url.json");
+    let cases: Vec<(&str, Value, u16, &str)> = vec![
+        (
+            "scope beyond the ceiling",
+            with_body(
+                base.clone(),
+                r#"{"scopes": ["https://www.googleapis.com/auth/gmail.send"]}"#,
+            ),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "empty scopes",
+            with_body(base.clone(), r#"{"scopes": []}"#),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "lifetime over the maximum",
+            with_body(base.clone(), r#"{"lifetime_seconds": 3601}"#),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "negative lifetime",
+            with_body(base.clone(), r#"{"lifetime_seconds": -1}"#),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown field",
+            with_body(base.clone(), r#"{"scope": ["x"]}"#),
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "oversized body",
+            with_body(
+                base.clone(),
+                &format!(r#"{{"scopes": ["{}"]}}"#, "a".repeat(20_000)),
+            ),
+            413,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "unknown route",
+            with_path(base.clone(), "GET", "/tokens"),
+            404,
+            "NOT_FOUND",
+        ),
+        (
+            "wrong method",
+            with_path(base.clone(), "DELETE", "/token"),
+            405,
+            "UNIMPLEMENTED",
+        ),
+    ];
+    for (name, event, status, canonical) in cases {
+        let answer = stack.invoke(&event).await;
+        assert_eq!(answer.status, status, "{name}: {}", answer.raw);
+        assert_google_error(&answer, status, canonical);
+    }
+    let method = stack
+        .invoke(&with_path(base.clone(), "PUT", "/token"))
+        .await;
+    assert_eq!(method.headers["allow"], "GET, POST");
+
+    assert_eq!(
+        stack.google.calls(Target::Sts),
+        0,
+        "bad requests must not reach Google"
+    );
+    assert_eq!(
+        stack.invoke(&base).await.status,
+        200,
+        "the function keeps serving"
+    );
+}
+
+#[tokio::test]
+async fn upstream_failures_map_to_gateway_errors_with_hints() {
+    let stack = Stack::start(&[("BROKER_UPSTREAM_TIMEOUT_SECONDS", "1")]).await;
+    let token = event("token-function-url.json");
+
+    stack.google.inject(
+        Target::Sts,
+        Fault::status(StatusCode::BAD_REQUEST).with_body(
+            r#"{"error": "invalid_target", "error_description": "The target service indicated by the \"audience\" parameters is invalid."}"#,
+        ),
+    );
+    let answer = stack.invoke(&token).await;
+    assert_google_error(&answer, 502, "FAILED_PRECONDITION");
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("invalid_target"), "{message}");
+    assert!(
+        message.contains("workload identity pool provider"),
+        "{message}"
+    );
+
+    stack
+        .google
+        .inject(Target::Iam, Fault::status(StatusCode::FORBIDDEN));
+    let answer = stack.invoke(&token).await;
+    assert_google_error(&answer, 502, "FAILED_PRECONDITION");
+    let message = answer.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("roles/iam.workloadIdentityUser"),
+        "{message}"
+    );
+
+    stack
+        .google
+        .inject(Target::Sts, Fault::status(StatusCode::SERVICE_UNAVAILABLE));
+    let answer = stack.invoke(&token).await;
+    assert_google_error(&answer, 503, "UNAVAILABLE");
+    assert!(
+        answer.headers.contains_key("retry-after"),
+        "{:?}",
+        answer.headers
+    );
+
+    stack
+        .google
+        .inject(Target::Sts, Fault::hang(Duration::from_secs(3)));
+    let answer = stack.invoke(&token).await;
+    assert_google_error(&answer, 504, "DEADLINE_EXCEEDED");
+
+    let failures = stack.events_named("token_failed");
+    let stages: Vec<&Value> = failures.iter().map(|r| field(r, "stage")).collect();
+    assert_eq!(
+        stages,
+        vec!["sts", "impersonation", "sts", "sts"],
+        "{failures:?}"
+    );
+
+    assert_eq!(
+        stack.invoke(&token).await.status,
+        200,
+        "the function recovers"
+    );
+}
+
+#[tokio::test]
+async fn no_secret_reaches_the_logs() {
+    let stack = Stack::start(&[]).await;
+    let answer = stack.invoke_file("token-function-url.json").await;
+    let token = answer.body["access_token"].as_str().unwrap().to_owned();
+    stack
+        .google
+        .inject(Target::Iam, Fault::status(StatusCode::FORBIDDEN));
+    stack.invoke_file("token-rest-api.json").await;
+
+    let logs = stack.broker.output();
+    assert!(!logs.is_empty());
+    for secret in [
+        token.as_str(),
+        gcp_wif_emulator::DEFAULT_SECRET_ACCESS_KEY,
+        "local-session-token-for-tests",
+        "Signature=",
+        "AWS4-HMAC-SHA256",
+    ] {
+        assert!(!logs.contains(secret), "the logs contain {secret}:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_exchange() {
+    let stack = Stack::start(&[("AWS_LAMBDA_MAX_CONCURRENCY", "8")]).await;
+    let token = event("token-function-url.json");
+    let answers = futures_join(&stack, &token, 16).await;
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.raw);
+    }
+    let first = &answers[0].body["access_token"];
+    assert!(answers.iter().all(|a| &a.body["access_token"] == first));
+    assert_eq!(stack.google.calls(Target::Sts), 1);
+    assert_eq!(stack.google.calls(Target::Iam), 1);
+}
+
+async fn futures_join(stack: &Stack, event: &Value, n: usize) -> Vec<common::Answer> {
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let invoker = stack.invoker();
+        let event = event.clone();
+        set.spawn(async move { invoker.invoke(&event).await });
+    }
+    let mut answers = Vec::new();
+    while let Some(answer) = set.join_next().await {
+        answers.push(answer.expect("invocation task"));
+    }
+    answers
+}
