@@ -1,12 +1,13 @@
 //! Routes under `/emulator/` that let a script drive faults and read call counts, as the
 //! [`crate::RunningEmulator`] methods do in process. They are neither counted nor faulted.
 //!
-//! - `POST /emulator/faults` queues a fault:
-//!   `{"target": "sts"|"iam", "status": 503, "body": {...} or "text", "delay_ms": 0, "count": 1}`
-//!   (`status` or `delay_ms` required; a string `body` is sent as it is, any other JSON value
-//!   serialised). Answers 204, or 400 with `{"error": "..."}`.
+//! - `POST /emulator/faults` queues a fault: `{"target": "sts"|"iam"|"vertex", "status": 503,
+//!   "body": {...} or "text", "delay_ms": 0, "abort_after_events": 2, "count": 1}` (`status`,
+//!   `delay_ms` or `abort_after_events` required; a string `body` is sent as it is, any other
+//!   JSON value serialised; `abort_after_events`, for `vertex` only and never with a `status`,
+//!   is [`Fault::abort_stream_after`]). Answers 204, or 400 with `{"error": "..."}`.
 //! - `DELETE /emulator/faults` drops every queued fault. Answers 204.
-//! - `GET /emulator/calls` answers the call counts, `{"sts": 2, "iam": 1}`.
+//! - `GET /emulator/calls` answers the call counts, `{"sts": 2, "iam": 1, "vertex": 0}`.
 
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ struct FaultRequest {
     body: Option<Value>,
     #[serde(default)]
     delay_ms: u64,
+    abort_after_events: Option<u32>,
     #[serde(default = "one")]
     count: u32,
 }
@@ -52,14 +54,31 @@ impl FaultRequest {
             return Err("count must be at least 1".to_string());
         }
         let delay = Duration::from_millis(self.delay_ms);
-        let fault = match self.status {
-            Some(code) => {
+        let fault = match (self.status, self.abort_after_events) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "abort_after_events cannot be combined with a status: a status is \
+                            answered before any stream starts"
+                        .into(),
+                )
+            }
+            (Some(code), None) => {
                 let status = StatusCode::from_u16(code)
                     .map_err(|_| format!("status {code} is not an HTTP status"))?;
                 Fault::status(status).with_delay(delay)
             }
-            None if delay.is_zero() => return Err("a fault needs a status or a delay_ms".into()),
-            None => Fault::hang(delay),
+            (None, Some(_)) if self.target != Target::Vertex => {
+                return Err(
+                    "abort_after_events applies only to target vertex, whose answers \
+                            stream"
+                        .into(),
+                )
+            }
+            (None, Some(events)) => Fault::abort_stream_after(events).with_delay(delay),
+            (None, None) if delay.is_zero() => {
+                return Err("a fault needs a status, a delay_ms or abort_after_events".into())
+            }
+            (None, None) => Fault::hang(delay),
         };
         let fault = match self.body {
             None => fault,

@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use crate::config::{AwsKey, EmulatorConfig, MAX_TOKEN_LIFETIME_CEILING};
 
+/// The most events a streamed answer may have from the command line: more only slows a run.
+const MAX_STREAM_EVENTS: usize = 10_000;
+
 /// The address the binary listens on without `--listen`.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 8086));
 
@@ -12,7 +15,9 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr
 pub const USAGE: &str = "\
 Usage: gcp-wif-emulator [OPTIONS]
 
-Emulates Google STS and IAM Credentials for AWS Workload Identity Federation.
+Emulates Google STS and IAM Credentials for AWS Workload Identity Federation, and
+Vertex AI (Gemini generateContent, streamGenerateContent, countTokens, and the
+OpenAI-compatible chat/completions) for the tokens it issues.
 Prints `gcp-wif-emulator listening on http://IP:PORT` once serving; logs go to stderr.
 
 Options:
@@ -25,13 +30,29 @@ Options:
   --service-account EMAIL       service account that may be impersonated (repeatable)
                                 [default: broker@local-project.iam.gserviceaccount.com]
   --max-lifetime-seconds N      longest access token lifetime, 1 to 43200 [default: 3600]
+  --project PROJECT             Vertex AI project to serve (repeatable)
+                                [default: local-project]
+  --model MODEL                 Vertex AI publisher model to serve (repeatable)
+                                [default: gemini-2.5-flash, gemini-2.5-pro,
+                                gemini-2.0-flash-001]
+  --stream-events N             events per streamed answer, at least 1 [default: 3]
+  --stream-event-delay-ms MS    pause between two streamed events [default: 100]
   -h, --help                    print this help
 
-Admin routes: POST /emulator/faults, DELETE /emulator/faults, GET /emulator/calls.
+Admin routes:
+  POST /emulator/faults    queue a fault, JSON: {\"target\": \"sts\"|\"iam\"|\"vertex\",
+                           \"status\": 503, \"body\": ..., \"delay_ms\": 0, \"count\": 1,
+                           \"abort_after_events\": 2 (vertex streams only, no status)}
+  DELETE /emulator/faults  drop every queued fault
+  GET /emulator/calls      requests per target: {\"sts\": 1, \"iam\": 1, \"vertex\": 0}
 ";
 
 /// What the command line asks for.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per process: boxing the options would save nothing"
+)]
 pub enum Command {
     /// Serve the emulator.
     Run(RunOptions),
@@ -74,6 +95,7 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     let mut config = EmulatorConfig::default();
     let mut listen = DEFAULT_LISTEN;
     let (mut aws_keys, mut audiences, mut service_accounts) = (vec![], vec![], vec![]);
+    let (mut projects, mut models) = (vec![], vec![]);
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -117,6 +139,27 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
                     })?;
                 config.max_token_lifetime = Duration::from_secs(seconds);
             }
+            "--project" => projects.push(value_of("--project", inline, &mut args)?),
+            "--model" => models.push(value_of("--model", inline, &mut args)?),
+            "--stream-events" => {
+                let value = value_of("--stream-events", inline, &mut args)?;
+                config.stream_events = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|events| (1..=MAX_STREAM_EVENTS).contains(events))
+                    .ok_or_else(|| CliError::InvalidValue {
+                        flag: "--stream-events",
+                        reason: format!("must be a whole number from 1 to {MAX_STREAM_EVENTS}"),
+                    })?;
+            }
+            "--stream-event-delay-ms" => {
+                let value = value_of("--stream-event-delay-ms", inline, &mut args)?;
+                let millis = value.parse::<u64>().map_err(|_| CliError::InvalidValue {
+                    flag: "--stream-event-delay-ms",
+                    reason: "must be a whole number of milliseconds".to_string(),
+                })?;
+                config.stream_event_delay = Duration::from_millis(millis);
+            }
             _ => return Err(CliError::UnknownOption(name)),
         }
     }
@@ -129,6 +172,12 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     }
     if !service_accounts.is_empty() {
         config.service_accounts = service_accounts;
+    }
+    if !projects.is_empty() {
+        config.vertex_projects = projects;
+    }
+    if !models.is_empty() {
+        config.vertex_models = models;
     }
     Ok(Command::Run(RunOptions { listen, config }))
 }
@@ -147,7 +196,10 @@ fn value_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DEFAULT_ACCESS_KEY_ID, DEFAULT_AUDIENCE, DEFAULT_SERVICE_ACCOUNT};
+    use crate::config::{
+        DEFAULT_ACCESS_KEY_ID, DEFAULT_AUDIENCE, DEFAULT_SERVICE_ACCOUNT, DEFAULT_STREAM_EVENTS,
+        DEFAULT_STREAM_EVENT_DELAY, DEFAULT_VERTEX_MODELS, DEFAULT_VERTEX_PROJECT,
+    };
 
     fn run(args: &[&str]) -> RunOptions {
         match parse(args.iter().map(|arg| arg.to_string())) {
@@ -178,6 +230,32 @@ mod tests {
         assert_eq!(options.config.audiences, [DEFAULT_AUDIENCE]);
         assert_eq!(options.config.service_accounts, [DEFAULT_SERVICE_ACCOUNT]);
         assert_eq!(options.config.max_token_lifetime, Duration::from_secs(3600));
+        assert_eq!(options.config.vertex_projects, [DEFAULT_VERTEX_PROJECT]);
+        assert_eq!(options.config.vertex_models, DEFAULT_VERTEX_MODELS);
+        assert_eq!(options.config.stream_events, DEFAULT_STREAM_EVENTS);
+        assert_eq!(
+            options.config.stream_event_delay,
+            DEFAULT_STREAM_EVENT_DELAY
+        );
+    }
+
+    #[test]
+    fn vertex_flags_set_projects_models_and_stream_pacing() {
+        let options = run(&[
+            "--project",
+            "p1",
+            "--project=p2",
+            "--model",
+            "gemini-x",
+            "--stream-events=7",
+            "--stream-event-delay-ms",
+            "0",
+        ]);
+
+        assert_eq!(options.config.vertex_projects, ["p1", "p2"]);
+        assert_eq!(options.config.vertex_models, ["gemini-x"]);
+        assert_eq!(options.config.stream_events, 7);
+        assert_eq!(options.config.stream_event_delay, Duration::ZERO);
     }
 
     #[test]
@@ -224,7 +302,7 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused_with_the_flag_named() {
-        let cases: [(&[&str], &str); 6] = [
+        let cases: [(&[&str], &str); 10] = [
             (&["--port", "1"], "unknown option \"--port\""),
             (&["--listen"], "--listen needs a value"),
             (
@@ -237,6 +315,13 @@ mod tests {
                 &["--aws-key", "no-colon-secret"],
                 "--aws-key: an AWS key must be written",
             ),
+            (&["--stream-events", "0"], "--stream-events: must be"),
+            (&["--stream-events=10001"], "from 1 to 10000"),
+            (
+                &["--stream-event-delay-ms=-1"],
+                "--stream-event-delay-ms: must be",
+            ),
+            (&["--model"], "--model needs a value"),
         ];
 
         for (args, expected) in cases {

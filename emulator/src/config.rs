@@ -1,4 +1,5 @@
-//! What the emulator accepts: AWS keys, audiences, service accounts and token lifetimes.
+//! What the emulator accepts: AWS keys, audiences, service accounts, token lifetimes, and the
+//! Vertex AI projects and models it serves.
 
 use std::fmt;
 use std::str::FromStr;
@@ -36,6 +37,22 @@ pub const DEFAULT_FEDERATED_TOKEN_LIFETIME: Duration = Duration::from_secs(3600)
 /// lifetime-extension organisation policy.
 pub const MAX_TOKEN_LIFETIME_CEILING: Duration = Duration::from_secs(12 * 3600);
 
+/// The project Vertex AI serves unless configured otherwise, the one of
+/// [`DEFAULT_SERVICE_ACCOUNT`].
+pub const DEFAULT_VERTEX_PROJECT: &str = "local-project";
+
+/// The publisher models Vertex AI serves unless configured otherwise.
+pub const DEFAULT_VERTEX_MODELS: [&str; 3] =
+    ["gemini-2.5-flash", "gemini-2.5-pro", "gemini-2.0-flash-001"];
+
+/// How many events a streamed Vertex AI answer has unless configured otherwise: enough for a
+/// client to see a first event before the last, few enough to keep tests quick.
+pub const DEFAULT_STREAM_EVENTS: usize = 3;
+
+/// The pause between two events of a streamed answer unless configured otherwise: long enough
+/// that a test can tell events apart in time, short enough not to slow a suite.
+pub const DEFAULT_STREAM_EVENT_DELAY: Duration = Duration::from_millis(100);
+
 /// Everything the emulator accepts; [`Default`] gives the documented built-in values.
 #[derive(Clone, Debug)]
 pub struct EmulatorConfig {
@@ -55,6 +72,35 @@ pub struct EmulatorConfig {
     pub max_clock_skew: Duration,
     /// Where the emulator reads the time: the system clock, or a test's manual clock.
     pub clock: Clock,
+    /// Google Cloud projects in whose name Vertex AI answers; any other is refused with
+    /// `PERMISSION_DENIED`, as Vertex refuses a project the caller may not use or that does not
+    /// exist. An empty list accepts any project.
+    pub vertex_projects: Vec<String>,
+    /// Publisher model ids (`gemini-2.5-flash`) Vertex AI serves; any other is `NOT_FOUND`
+    /// (`INVALID_ARGUMENT` on `chat/completions`, which names models `google/<id>`). An empty
+    /// list accepts any model.
+    pub vertex_models: Vec<String>,
+    /// How many events a streamed answer has, at least 1: content events for Gemini's
+    /// `streamGenerateContent?alt=sse`, content chunks for a streamed `chat/completions`.
+    pub stream_events: usize,
+    /// The pause before each event of a streamed answer but the first.
+    pub stream_event_delay: Duration,
+}
+
+impl EmulatorConfig {
+    /// Why the emulator cannot serve with this configuration, if it cannot.
+    pub(crate) fn problem(&self) -> Option<String> {
+        if self.max_token_lifetime > MAX_TOKEN_LIFETIME_CEILING {
+            return Some(format!(
+                "max_token_lifetime may be at most {} s, as at Google",
+                MAX_TOKEN_LIFETIME_CEILING.as_secs()
+            ));
+        }
+        if self.stream_events == 0 {
+            return Some("stream_events must be at least 1: a stream needs a last event".into());
+        }
+        None
+    }
 }
 
 impl Default for EmulatorConfig {
@@ -70,6 +116,10 @@ impl Default for EmulatorConfig {
             federated_token_lifetime: DEFAULT_FEDERATED_TOKEN_LIFETIME,
             max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             clock: Clock::System,
+            vertex_projects: vec![DEFAULT_VERTEX_PROJECT.to_string()],
+            vertex_models: DEFAULT_VERTEX_MODELS.map(String::from).to_vec(),
+            stream_events: DEFAULT_STREAM_EVENTS,
+            stream_event_delay: DEFAULT_STREAM_EVENT_DELAY,
         }
     }
 }

@@ -3,7 +3,8 @@
 //! Each [`Target`] has a first-in, first-out queue of [`Fault`]s. A request to a target counts
 //! one call and takes one use of the fault at the head of its queue: the fault's delay passes,
 //! then its status is answered, or, for a fault without a status, the request is served
-//! normally (a hang, to test a client's timeout).
+//! normally (a hang, to test a client's timeout), and a streamed answer breaks off if the fault
+//! says so.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tracing::info;
 
 use crate::state::EmulatorState;
-use crate::{iam, sts};
+use crate::{rpc_status, sts};
 
 /// An emulated Google service whose requests can be counted and made to fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,23 +31,27 @@ pub enum Target {
     Sts,
     /// IAM Credentials: `generateAccessToken`.
     Iam,
+    /// Vertex AI: Gemini's `generateContent`, `streamGenerateContent`, `countTokens` and the
+    /// OpenAI-compatible `chat/completions`.
+    Vertex,
 }
 
 impl Target {
     /// Every target, in the order the admin routes list them.
-    pub const ALL: [Target; 2] = [Target::Sts, Target::Iam];
+    pub const ALL: [Target; 3] = [Target::Sts, Target::Iam, Target::Vertex];
 
-    /// The target's name in admin routes and logs: `sts`, `iam`.
+    /// The target's name in admin routes and logs: `sts`, `iam`, `vertex`.
     pub fn name(self) -> &'static str {
         match self {
             Target::Sts => "sts",
             Target::Iam => "iam",
+            Target::Vertex => "vertex",
         }
     }
 }
 
-/// A failure to inject: an answer (status and body), a delay before it, and how many requests
-/// it applies to.
+/// A failure to inject: an answer (status and body), a delay before it, a stream that breaks
+/// off, and how many requests it applies to.
 ///
 /// ```
 /// use std::time::Duration;
@@ -58,13 +63,16 @@ impl Target {
 ///     .times(2);
 /// // One request that hangs for a minute, then succeeds.
 /// let slow = Fault::hang(Duration::from_secs(60));
-/// # let _ = (flaky, slow);
+/// // One streamed Vertex AI answer that sends two events, then loses its connection.
+/// let broken = Fault::abort_stream_after(2);
+/// # let _ = (flaky, slow, broken);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fault {
     status: Option<StatusCode>,
     body: Option<String>,
     delay: Duration,
+    abort_after_events: Option<u32>,
     count: u32,
 }
 
@@ -75,6 +83,7 @@ impl Fault {
             status: Some(status),
             body: None,
             delay: Duration::ZERO,
+            abort_after_events: None,
             count: 1,
         }
     }
@@ -85,6 +94,23 @@ impl Fault {
             status: None,
             body: None,
             delay,
+            abort_after_events: None,
+            count: 1,
+        }
+    }
+
+    /// Let one streamed answer send its first `events` server-sent events (all of them if it
+    /// has fewer), then break the connection off: the chunked body ends without its final
+    /// chunk, as when an upstream dies mid-stream, and the client reads an error.
+    ///
+    /// A request whose answer does not stream (a buffered call, or a target other than
+    /// [`Target::Vertex`]) is served normally.
+    pub fn abort_stream_after(events: u32) -> Self {
+        Fault {
+            status: None,
+            body: None,
+            delay: Duration::ZERO,
+            abort_after_events: Some(events),
             count: 1,
         }
     }
@@ -144,6 +170,13 @@ impl Traffic {
     }
 }
 
+/// Set on a request by a [`Fault::abort_stream_after`]: its streamed answer sends this many
+/// events, then breaks off.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct StreamAbort {
+    pub(crate) after_events: u32,
+}
+
 #[derive(Clone)]
 struct TargetState {
     state: EmulatorState,
@@ -163,7 +196,7 @@ pub(crate) fn intercepted(
     routes.route_layer(middleware::from_fn_with_state(target_state, intercept))
 }
 
-async fn intercept(State(route): State<TargetState>, request: Request, next: Next) -> Response {
+async fn intercept(State(route): State<TargetState>, mut request: Request, next: Next) -> Response {
     let target = route.target;
     let Some(fault) = route.state.record_call(target) else {
         return next.run(request).await;
@@ -171,11 +204,24 @@ async fn intercept(State(route): State<TargetState>, request: Request, next: Nex
 
     tokio::time::sleep(fault.delay).await;
     let Some(status) = fault.status else {
-        info!(
-            service = target.name(),
-            delay_ms = fault.delay.as_millis(),
-            "injected delay served"
-        );
+        match fault.abort_after_events {
+            Some(after_events) => {
+                info!(
+                    service = target.name(),
+                    delay_ms = fault.delay.as_millis(),
+                    after_events,
+                    "injected stream abort armed"
+                );
+                request
+                    .extensions_mut()
+                    .insert(StreamAbort { after_events });
+            }
+            None => info!(
+                service = target.name(),
+                delay_ms = fault.delay.as_millis(),
+                "injected delay served"
+            ),
+        }
         return next.run(request).await;
     };
 
@@ -196,7 +242,7 @@ async fn intercept(State(route): State<TargetState>, request: Request, next: Nex
 fn default_body(target: Target, status: StatusCode) -> String {
     match target {
         Target::Sts => sts::fault_body(status),
-        Target::Iam => iam::fault_body(status),
+        Target::Iam | Target::Vertex => rpc_status::fault_body(status),
     }
 }
 

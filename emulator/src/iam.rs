@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -18,8 +17,9 @@ use serde_json::{json, Value};
 use time::format_description::well_known::Rfc3339;
 use tracing::info;
 
+use crate::rpc_status;
 use crate::state::EmulatorState;
-use crate::tokens::Principal;
+use crate::tokens::{bearer_token, Principal};
 
 /// What Google grants when a request names no lifetime.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
@@ -106,45 +106,8 @@ impl IamError {
 
 impl IntoResponse for IamError {
     fn into_response(self) -> Response {
-        let status = self.status();
-        let mut error = json!({
-            "code": status.as_u16(),
-            "message": self.to_string(),
-            "status": rpc_status(status),
-        });
-        if let Some(details) = self.details() {
-            error["details"] = details;
-        }
-        (status, Json(json!({"error": error}))).into_response()
+        rpc_status::response(self.status(), self.to_string(), self.details())
     }
-}
-
-/// The `google.rpc.Code` name Google pairs with an HTTP status.
-fn rpc_status(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "INVALID_ARGUMENT",
-        401 => "UNAUTHENTICATED",
-        403 => "PERMISSION_DENIED",
-        404 => "NOT_FOUND",
-        409 => "ABORTED",
-        429 => "RESOURCE_EXHAUSTED",
-        499 => "CANCELLED",
-        500 => "INTERNAL",
-        501 => "UNIMPLEMENTED",
-        503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
-        _ => "UNKNOWN",
-    }
-}
-
-/// The default body of an injected IAM fault with `status`.
-pub(crate) fn fault_body(status: StatusCode) -> String {
-    json!({"error": {
-        "code": status.as_u16(),
-        "message": "The emulator answered with an injected fault.",
-        "status": rpc_status(status),
-    }})
-    .to_string()
 }
 
 #[derive(Deserialize)]
@@ -168,7 +131,11 @@ async fn generate_access_token(
     match generate(&state, &project, &account_and_method, &headers, &body) {
         Ok(response) => response,
         Err(error) => {
-            info!(status = rpc_status(error.status()), reason = %error, "access token refused");
+            info!(
+                status = rpc_status::code_name(error.status()),
+                reason = %error,
+                "access token refused"
+            );
             error.into_response()
         }
     }
@@ -253,15 +220,7 @@ fn generate(
 /// Limitation: a service account's own access token is refused as the caller, because the
 /// broker never chains impersonations and the emulator has no IAM policies to allow it.
 fn check_federated_bearer(state: &EmulatorState, headers: &HeaderMap) -> Result<(), IamError> {
-    let value = headers
-        .get(AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .ok_or(IamError::MissingCredentials)?;
-    let token = value
-        .split_once(' ')
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .ok_or(IamError::MissingCredentials)?;
+    let token = bearer_token(headers).ok_or(IamError::MissingCredentials)?;
     match state.access_token_info(token) {
         Some(info) if matches!(info.principal, Principal::Federated { .. }) => Ok(()),
         _ => Err(IamError::InvalidCredentials),

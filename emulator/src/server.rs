@@ -2,6 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode, Uri};
 use axum::Router;
@@ -9,11 +10,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::config::{EmulatorConfig, MAX_TOKEN_LIFETIME_CEILING};
+use crate::config::EmulatorConfig;
 use crate::faults::{intercepted, Fault, Target};
+use crate::recorder::RecordedRequest;
 use crate::state::EmulatorState;
-use crate::tokens::AccessTokenInfo;
-use crate::{admin, iam, sts};
+use crate::tokens::{AccessTokenInfo, Principal};
+use crate::{admin, iam, sts, vertex};
 
 /// Every route of the emulator. A new emulated service is one more module whose routes are
 /// merged here, counted and faulted under its own [`Target`].
@@ -21,6 +23,7 @@ pub(crate) fn router(state: EmulatorState) -> Router {
     Router::new()
         .merge(intercepted(sts::routes(), Target::Sts, &state))
         .merge(intercepted(iam::routes(), Target::Iam, &state))
+        .merge(vertex::routes(&state))
         .merge(admin::routes())
         .fallback(no_route)
         .with_state(state)
@@ -40,17 +43,12 @@ async fn no_route(method: Method, uri: Uri) -> (StatusCode, String) {
 ///
 /// # Errors
 ///
-/// The address cannot be bound, or `config.max_token_lifetime` exceeds
-/// [`MAX_TOKEN_LIFETIME_CEILING`] (`InvalidInput`).
+/// The address cannot be bound, or the configuration cannot be served (`InvalidInput`):
+/// `max_token_lifetime` exceeds [`MAX_TOKEN_LIFETIME_CEILING`](crate::MAX_TOKEN_LIFETIME_CEILING)
+/// or `stream_events` is 0.
 pub async fn spawn(config: EmulatorConfig, addr: SocketAddr) -> io::Result<RunningEmulator> {
-    if config.max_token_lifetime > MAX_TOKEN_LIFETIME_CEILING {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "max_token_lifetime may be at most {} s, as at Google",
-                MAX_TOKEN_LIFETIME_CEILING.as_secs()
-            ),
-        ));
+    if let Some(problem) = config.problem() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, problem));
     }
 
     let listener = TcpListener::bind(addr).await?;
@@ -75,7 +73,8 @@ pub async fn spawn(config: EmulatorConfig, addr: SocketAddr) -> io::Result<Runni
     })
 }
 
-/// A running emulator: its address, its faults and counters, and what it issued.
+/// A running emulator: its address, its faults and counters, what it issued, and what its
+/// Vertex AI received.
 ///
 /// Dropping it stops the server at once; [`shutdown`](Self::shutdown) lets requests in flight
 /// finish first.
@@ -132,6 +131,36 @@ impl RunningEmulator {
         self.state.access_token_info(token)
     }
 
+    /// Issues an access token for `service_account` with `scopes`, valid for `lifetime` on the
+    /// emulator's clock, as `generateAccessToken` would but without the STS and IAM exchange.
+    ///
+    /// For tests that need a bearer the emulator accepts, on its Vertex AI routes for instance,
+    /// without signing a subject token. It counts no call, and `service_account` need not be
+    /// one the configuration allows to be impersonated.
+    pub fn issue_access_token(
+        &self,
+        service_account: &str,
+        scopes: &[&str],
+        lifetime: Duration,
+    ) -> String {
+        let principal = Principal::ServiceAccount {
+            email: service_account.to_string(),
+        };
+        let scopes = scopes.iter().map(|scope| scope.to_string()).collect();
+        self.state.issue_token(principal, scopes, lifetime).0
+    }
+
+    /// Every request the emulated Vertex AI received, oldest first: refused and faulted ones
+    /// too, and even one whose body was too large to read (recorded with an empty body).
+    ///
+    /// Only the newest [`VERTEX_REQUESTS_KEPT`](crate::VERTEX_REQUESTS_KEPT) are kept. A
+    /// request to a path no Vertex AI route matches is not recorded (nor counted). A streamed
+    /// answer's [`stream_finished_at`](RecordedRequest::stream_finished_at) reads as of this
+    /// call.
+    pub fn vertex_requests(&self) -> Vec<RecordedRequest> {
+        self.state.vertex_requests()
+    }
+
     /// Stops accepting connections, waits for requests in flight, and reports how serving
     /// ended.
     pub async fn shutdown(mut self) -> io::Result<()> {
@@ -156,10 +185,10 @@ impl Drop for RunningEmulator {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::config::MAX_TOKEN_LIFETIME_CEILING;
     use axum::body::Body;
     use axum::http::Request;
     use serde_json::Value;
-    use std::time::Duration;
     use tower::ServiceExt;
 
     /// Sends `request` through the emulator's router; answers the status and the body as JSON
@@ -311,7 +340,10 @@ pub(crate) mod tests {
         .await;
         assert_eq!(
             (status, body),
-            (StatusCode::OK, serde_json::json!({"sts": 2, "iam": 0}))
+            (
+                StatusCode::OK,
+                serde_json::json!({"sts": 2, "iam": 0, "vertex": 0})
+            )
         );
     }
 
@@ -319,8 +351,16 @@ pub(crate) mod tests {
     async fn admin_refuses_faults_that_cannot_apply() {
         let state = EmulatorState::new(EmulatorConfig::default());
         let cases = [
-            (r#"{"target": "sts"}"#, "status or a delay_ms"),
-            (r#"{"target": "vertex", "status": 500}"#, "unknown variant"),
+            (r#"{"target": "sts"}"#, "needs a status, a delay_ms or"),
+            (r#"{"target": "kms", "status": 500}"#, "unknown variant"),
+            (
+                r#"{"target": "iam", "abort_after_events": 1}"#,
+                "only to target vertex",
+            ),
+            (
+                r#"{"target": "vertex", "status": 500, "abort_after_events": 1}"#,
+                "cannot be combined with a status",
+            ),
             (r#"{"target": "iam", "status": 42}"#, "not an HTTP status"),
             (
                 r#"{"target": "iam", "status": 500, "count": 0}"#,
@@ -370,7 +410,7 @@ pub(crate) mod tests {
             .json::<Value>()
             .await
             .expect("JSON");
-        assert_eq!(calls, serde_json::json!({"sts": 0, "iam": 0}));
+        assert_eq!(calls, serde_json::json!({"sts": 0, "iam": 0, "vertex": 0}));
         assert_eq!(
             emulator.generate_access_token_url("sa@p.iam.gserviceaccount.com"),
             format!(
@@ -387,17 +427,35 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn spawn_refuses_a_max_lifetime_beyond_googles_ceiling() {
-        let config = EmulatorConfig {
-            max_token_lifetime: MAX_TOKEN_LIFETIME_CEILING + Duration::from_secs(1),
-            ..EmulatorConfig::default()
-        };
+    async fn spawn_refuses_a_configuration_it_cannot_serve() {
+        let cases = [
+            (
+                EmulatorConfig {
+                    max_token_lifetime: MAX_TOKEN_LIFETIME_CEILING + Duration::from_secs(1),
+                    ..EmulatorConfig::default()
+                },
+                "max_token_lifetime",
+            ),
+            (
+                EmulatorConfig {
+                    stream_events: 0,
+                    ..EmulatorConfig::default()
+                },
+                "stream_events",
+            ),
+        ];
 
-        let result = spawn(config, "127.0.0.1:0".parse().expect("address")).await;
+        for (config, named) in cases {
+            let result = spawn(config, "127.0.0.1:0".parse().expect("address")).await;
 
-        assert_eq!(
-            result.err().map(|e| e.kind()),
-            Some(io::ErrorKind::InvalidInput)
-        );
+            let error = result.err();
+            assert_eq!(
+                error.as_ref().map(io::Error::kind),
+                Some(io::ErrorKind::InvalidInput),
+                "{named}"
+            );
+            let message = error.map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(named), "{message:?} lacks {named:?}");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! The state every route shares: configuration, issued tokens, faults and call counts.
+//! The state every route shares: configuration, issued tokens, faults, call counts and the
+//! recorded Vertex AI requests.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -7,6 +8,7 @@ use time::OffsetDateTime;
 
 use crate::config::EmulatorConfig;
 use crate::faults::{Fault, Target, Traffic};
+use crate::recorder::{RecordedRequest, Recordings, StreamEnd};
 use crate::tokens::{AccessTokenInfo, IssuedTokens, Principal};
 
 /// A cheap handle on the emulator's shared state, for routes and for [`crate::RunningEmulator`].
@@ -17,6 +19,7 @@ struct Shared {
     config: EmulatorConfig,
     tokens: Mutex<IssuedTokens>,
     traffic: Mutex<Traffic>,
+    vertex_requests: Mutex<Recordings>,
 }
 
 /// Locks a mutex; a panic elsewhere while it was held leaves plain data that is still usable.
@@ -30,6 +33,7 @@ impl EmulatorState {
             config,
             tokens: Mutex::default(),
             traffic: Mutex::default(),
+            vertex_requests: Mutex::default(),
         }))
     }
 
@@ -59,6 +63,11 @@ impl EmulatorState {
         lock(&self.0.tokens).lookup(token, now).cloned()
     }
 
+    /// The record of a token this emulator issued, even expired, until it is forgotten.
+    pub(crate) fn issued_token(&self, token: &str) -> Option<AccessTokenInfo> {
+        lock(&self.0.tokens).issued(token).cloned()
+    }
+
     pub(crate) fn inject(&self, target: Target, fault: Fault) {
         lock(&self.0.traffic).inject(target, fault);
     }
@@ -74,5 +83,14 @@ impl EmulatorState {
     /// Counts a request to `target` and takes one use of the first fault queued for it.
     pub(crate) fn record_call(&self, target: Target) -> Option<Fault> {
         lock(&self.0.traffic).record_call(target)
+    }
+
+    /// Keeps a request Vertex AI received; answers where its stream notes its end.
+    pub(crate) fn record_vertex_request(&self, request: RecordedRequest) -> StreamEnd {
+        lock(&self.0.vertex_requests).record(request)
+    }
+
+    pub(crate) fn vertex_requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.0.vertex_requests).requests()
     }
 }

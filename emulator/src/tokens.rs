@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
 use time::OffsetDateTime;
 
 use crate::clock::later_by;
@@ -71,8 +73,25 @@ impl IssuedTokens {
 
     /// The record of `token` if the emulator issued it and it has not expired at `now`.
     pub(crate) fn lookup(&self, token: &str, now: OffsetDateTime) -> Option<&AccessTokenInfo> {
-        self.0.get(token).filter(|info| info.expires_at > now)
+        self.issued(token).filter(|info| info.expires_at > now)
     }
+
+    /// The record of `token` if the emulator issued it, expired or not.
+    ///
+    /// An expired token is forgotten at the next issue, and from then on reads as never issued.
+    pub(crate) fn issued(&self, token: &str) -> Option<&AccessTokenInfo> {
+        self.0.get(token)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header; `None` without one or for another
+/// scheme.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
 }
 
 #[cfg(test)]
@@ -118,6 +137,43 @@ mod tests {
         assert_ne!(first, second);
         assert!(first.starts_with("emulator-federated."), "{first}");
         assert!(second.starts_with("emulator-access."), "{second}");
+    }
+
+    #[test]
+    fn an_expired_token_is_still_known_as_issued_until_the_next_issue() {
+        let mut tokens = IssuedTokens::default();
+        let start = datetime!(2025-01-01 00:00 UTC);
+        let (token, info) = tokens.issue(service_account(), vec![], start, Duration::from_secs(60));
+        let later = start + Duration::from_secs(120);
+
+        assert_eq!(tokens.lookup(&token, later), None);
+        assert_eq!(tokens.issued(&token), Some(&info));
+
+        tokens.issue(service_account(), vec![], later, Duration::from_secs(60));
+        assert_eq!(
+            tokens.issued(&token),
+            None,
+            "an expired token outlived an issue"
+        );
+    }
+
+    #[test]
+    fn bearer_token_takes_only_the_bearer_scheme() {
+        let cases = [
+            (Some("Bearer abc"), Some("abc")),
+            (Some("bearer  abc "), Some("abc")),
+            (Some("Basic dXNlcjpwYXNz"), None),
+            (Some("Bearer"), None),
+            (None, None),
+        ];
+
+        for (header, expected) in cases {
+            let mut headers = HeaderMap::new();
+            if let Some(value) = header {
+                headers.insert(AUTHORIZATION, value.parse().expect("a valid header value"));
+            }
+            assert_eq!(bearer_token(&headers), expected, "{header:?}");
+        }
     }
 
     #[test]

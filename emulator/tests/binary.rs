@@ -78,7 +78,7 @@ async fn binary_announces_its_url_obeys_admin_routes_and_exits_on_sigterm() {
         .json()
         .await
         .expect("calls are JSON");
-    assert_eq!(calls, json!({"sts": 1, "iam": 0}));
+    assert_eq!(calls, json!({"sts": 1, "iam": 0, "vertex": 0}));
 
     let signalled = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -105,7 +105,17 @@ fn binary_prints_help_and_refuses_unknown_options() {
         .output()
         .expect("the binary runs");
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("--aws-key AKID:SECRET"));
+    let usage = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--aws-key AKID:SECRET",
+        "--project PROJECT",
+        "--model MODEL",
+        "--stream-events N",
+        "--stream-event-delay-ms MS",
+        "abort_after_events",
+    ] {
+        assert!(usage.contains(flag), "--help lacks {flag:?}:\n{usage}");
+    }
 
     let refused = Command::new(BINARY)
         .arg("--port=1")
