@@ -1,7 +1,6 @@
 //! Start-up: from the process environment to a ready broker.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
@@ -12,7 +11,11 @@ use crate::aws_credentials::AwsCredentialSource;
 use crate::broker::{Broker, BrokerParts, BuildError};
 use crate::clock::SharedClock;
 use crate::config_source::{self, ConfigLoadError};
+use crate::endpoint::EndpointPolicy;
+use crate::forward::Forwarder;
+use crate::routes::App;
 use crate::settings::{Settings, SettingsError};
+use crate::vertex::{VertexSettings, VertexSettingsError};
 
 /// Why the function cannot start; the message names the setting to fix.
 #[derive(Debug, thiserror::Error)]
@@ -29,17 +32,20 @@ pub enum InitError {
     /// No AWS credential provider anywhere.
     #[error("no AWS credential provider could be configured")]
     Credentials,
+    /// A Gemini forwarding setting is wrong.
+    #[error(transparent)]
+    Vertex(#[from] VertexSettingsError),
     /// The broker could not be assembled.
     #[error(transparent)]
     Build(#[from] BuildError),
 }
 
-/// Builds the broker from `env` and aws-config's default chain (credentials, region, and the
+/// Builds the broker and, when `GOOGLE_CLOUD_PROJECT` is set, Gemini forwarding, from `env` and aws-config's default chain (credentials, region, and the
 /// Secrets Manager endpoint, which `AWS_ENDPOINT_URL_SECRETS_MANAGER` can override).
 pub async fn from_environment(
     env: &HashMap<String, String>,
     clock: SharedClock,
-) -> Result<Arc<Broker>, InitError> {
+) -> Result<App, InitError> {
     let settings = Settings::from_env(env)?;
     let sdk = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
@@ -58,11 +64,18 @@ pub async fn from_environment(
     let provider: SharedCredentialsProvider =
         sdk.credentials_provider().ok_or(InitError::Credentials)?;
     let credentials = AwsCredentialSource::new(provider, clock.clone());
-    Ok(Broker::new(BrokerParts {
+
+    let policy = EndpointPolicy::new(&config.universe_domain, settings.allow_loopback);
+    let forwarder = VertexSettings::from_env(env, &policy)?
+        .map(|vertex| Forwarder::new(vertex, config.quota_project_id.clone()))
+        .transpose()
+        .map_err(|e| BuildError::Client(e.without_url().to_string()))?;
+    let broker = Broker::new(BrokerParts {
         config,
         settings,
         region,
         credentials,
         clock,
-    })?)
+    })?;
+    Ok(App { broker, forwarder })
 }

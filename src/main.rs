@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use gcp_wif_broker::{clock::SystemClock, init, routes};
+use gcp_wif_broker::settings::ResponseMode;
+use gcp_wif_broker::{clock::SystemClock, init, reply, routes};
 use lambda_http::{service_fn, Error, Request};
 
 #[tokio::main]
@@ -11,22 +12,40 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
 
     let env: HashMap<String, String> = std::env::vars().collect();
-    let broker = match init::from_environment(&env, Arc::new(SystemClock)).await {
-        Ok(broker) => broker,
+    let app = match init::from_environment(&env, Arc::new(SystemClock)).await {
+        Ok(app) => Arc::new(app),
         Err(error) => {
             tracing::error!(event = "init_failed", error = %error);
             return Err(error.into());
         }
     };
+    let mode = app.broker.settings().response_mode;
     tracing::info!(
         event = "ready",
-        service_account = broker.service_account().unwrap_or("-"),
-        max_lifetime_seconds = broker.max_lifetime(),
+        service_account = app.broker.service_account().unwrap_or("-"),
+        max_lifetime_seconds = app.broker.max_lifetime(),
+        forwarding = app.forwarder.is_some(),
+        response_mode = ?mode,
     );
 
-    lambda_http::run_concurrent(service_fn(move |request: Request| {
-        let broker = broker.clone();
-        async move { Ok::<_, Error>(routes::handle(&broker, request).await) }
-    }))
-    .await
+    match mode {
+        ResponseMode::Buffered => {
+            lambda_http::run_concurrent(service_fn(move |request: Request| {
+                let app = app.clone();
+                async move {
+                    Ok::<_, Error>(reply::into_buffered(routes::handle(&app, request).await).await)
+                }
+            }))
+            .await
+        }
+        ResponseMode::Streaming => {
+            lambda_http::run_with_streaming_response_concurrent(service_fn(
+                move |request: Request| {
+                    let app = app.clone();
+                    async move { Ok::<_, Error>(routes::handle(&app, request).await) }
+                },
+            ))
+            .await
+        }
+    }
 }

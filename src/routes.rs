@@ -5,19 +5,31 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use lambda_http::request::RequestContext;
-use lambda_http::{Body, Request, RequestExt, Response};
+use lambda_http::{Body, Request, RequestExt};
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::broker::{Broker, TokenRequest};
 use crate::caller::Caller;
 use crate::error::{ApiError, UpstreamError};
+use crate::forward::{self, Call, Forwarder, Invocation};
 use crate::impersonation::AccessToken;
+use crate::reply::{self, Reply};
 use crate::token_cache::CacheOutcome;
+use crate::vertex::{self, Method, VertexSettings};
 
 /// A token request body is a few hundred bytes; anything larger is refused unread.
 const MAX_TOKEN_BODY_BYTES: usize = 16 * 1024;
+
+/// Lambda's request payload limit; a forwarded body cannot be larger on AWS.
+const MAX_FORWARD_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// Paths longer than this are not routes of the broker.
+const MAX_PATH_LEN: usize = 512;
 
 /// More scopes than any real request names; bounds the work a single request can cause.
 const MAX_SCOPES: usize = 32;
@@ -28,35 +40,135 @@ const MIN_LIFETIME_SECONDS: u64 = 60;
 /// The same answer for every refusal, so a caller learns nothing about why; the log says why.
 const REFUSAL: &str = "The caller is not authorized to use this broker.";
 
-/// The routes, for 404 and 405 answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Everything a route may need; one per process, shared by every invocation.
+#[derive(Debug)]
+pub struct App {
+    /// The token path.
+    pub broker: Arc<Broker>,
+    /// Gemini forwarding, when `GOOGLE_CLOUD_PROJECT` is set.
+    pub forwarder: Option<Forwarder>,
+}
+
+/// A route the broker serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Token,
     Health,
+    Forward(Call),
 }
 
 impl Route {
-    fn find(path: &str) -> Option<Self> {
+    /// The route for `path`: `Ok(None)` when there is none (404), `Err` when the path is
+    /// malformed or names something the broker does not allow (400).
+    fn find(path: &str, vertex: Option<&VertexSettings>) -> Result<Option<Self>, ApiError> {
         match path.trim_end_matches('/') {
-            "/token" => Some(Route::Token),
-            "/healthz" => Some(Route::Health),
-            _ => None,
+            "/token" => return Ok(Some(Route::Token)),
+            "/healthz" => return Ok(Some(Route::Health)),
+            _ => {}
         }
+        let Some(rest) = path.strip_prefix("/v1/") else {
+            return Ok(None);
+        };
+        let Some(vertex) = vertex else {
+            return Err(ApiError::new(
+                404,
+                "Gemini forwarding is not configured on this broker (GOOGLE_CLOUD_PROJECT).",
+            ));
+        };
+        if path.len() > MAX_PATH_LEN
+            || !path.bytes().all(|b| b.is_ascii_graphic())
+            || path.contains("..")
+            || path.contains(['%', '@', '?', '#', '\\'])
+        {
+            return Err(ApiError::new(400, "The path is malformed."));
+        }
+        if rest == "chat/completions" {
+            return Ok(Some(Route::Forward(Call::Chat {
+                location: vertex.location.clone(),
+            })));
+        }
+        if let Some(model_method) = rest.strip_prefix("models/") {
+            return model_call(vertex, &vertex.location, model_method).map(Some);
+        }
+        let Some(rest) = rest.strip_prefix("projects/") else {
+            return Ok(None);
+        };
+        let Some((project, rest)) = rest.split_once('/') else {
+            return Ok(None);
+        };
+        let Some((location, rest)) = rest
+            .strip_prefix("locations/")
+            .and_then(|r| r.split_once('/'))
+        else {
+            return Ok(None);
+        };
+        if project != vertex.project {
+            return Err(ApiError::new(
+                400,
+                "The project must be this broker's GOOGLE_CLOUD_PROJECT.",
+            ));
+        }
+        if !vertex::is_location(location) || !vertex.allows_location(location) {
+            return Err(ApiError::new(
+                400,
+                "The location is not among the locations this broker forwards to \
+                 (GOOGLE_CLOUD_LOCATION, BROKER_ALLOWED_LOCATIONS).",
+            ));
+        }
+        if let Some(model_method) = rest.strip_prefix("publishers/google/models/") {
+            return model_call(vertex, location, model_method).map(Some);
+        }
+        if rest == "endpoints/openapi/chat/completions" {
+            return Ok(Some(Route::Forward(Call::Chat {
+                location: location.to_owned(),
+            })));
+        }
+        Ok(None)
     }
 
-    fn allows(self, method: &http::Method) -> bool {
+    fn allows(&self, method: &http::Method) -> bool {
         match self {
             Route::Token => method == http::Method::POST || method == http::Method::GET,
             Route::Health => method == http::Method::GET || method == http::Method::HEAD,
+            Route::Forward(_) => method == http::Method::POST,
         }
     }
 
-    fn allow_header(self) -> &'static str {
+    fn allow_header(&self) -> &'static str {
         match self {
             Route::Token => "GET, POST",
             Route::Health => "GET, HEAD",
+            Route::Forward(_) => "POST",
         }
     }
+}
+
+/// `{model}:{method}`, with the model checked against the allowlist.
+fn model_call(
+    vertex: &VertexSettings,
+    location: &str,
+    model_method: &str,
+) -> Result<Route, ApiError> {
+    let Some((model, method)) = model_method.split_once(':') else {
+        return Err(ApiError::new(
+            400,
+            "Expected models/{model}:{method}, e.g. models/gemini-2.5-flash:generateContent.",
+        ));
+    };
+    if model.contains('/') || !vertex.allows_model(model) {
+        return Err(forward::model_refused());
+    }
+    let method = Method::parse(method).ok_or_else(|| {
+        ApiError::new(
+            400,
+            "The method must be generateContent, streamGenerateContent or countTokens.",
+        )
+    })?;
+    Ok(Route::Forward(Call::Model {
+        location: location.to_owned(),
+        model: model.to_owned(),
+        method,
+    }))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,64 +179,124 @@ struct TokenRequestBody {
 }
 
 /// Answers one invocation. Never fails: every problem becomes an error answer.
-pub async fn handle(broker: &Broker, request: Request) -> Response<Body> {
+pub async fn handle(app: &App, request: Request) -> Reply {
     let started = Instant::now();
-    let request_id = request
-        .lambda_context_ref()
-        .map(|c| c.request_id.clone())
-        .unwrap_or_default();
+    let broker = &app.broker;
+    let lambda = request.lambda_context_ref();
+    let request_id = lambda.map(|c| c.request_id.clone()).unwrap_or_default();
+    let deadline = lambda.and_then(|c| deadline_of(c.deadline));
     let context = request.request_context_ref();
     let path = route_path(&request, context);
 
-    let caller = context.and_then(Caller::from_context);
-    let Some(caller) = caller.filter(|c| broker.settings().allowed_callers.allows(c)) else {
-        let reason = if context.and_then(Caller::from_context).is_none() {
+    let identified = context.and_then(Caller::from_context);
+    let Some(caller) = identified
+        .clone()
+        .filter(|c| broker.settings().allowed_callers.allows(c))
+    else {
+        let reason = if identified.is_none() {
             "no IAM identity in the request context"
         } else {
             "caller does not match BROKER_ALLOWED_CALLERS"
         };
-        let arn = context.and_then(Caller::from_context).map(|c| c.arn);
         tracing::warn!(
             event = "caller_refused",
             request_id,
-            caller = arn.as_deref().unwrap_or("-"),
+            caller = identified.as_ref().map_or("-", |c| c.arn.as_str()),
             path = clip_path(&path),
             reason,
         );
-        return error_response(&ApiError::new(403, REFUSAL));
+        return reply::error(&ApiError::new(403, REFUSAL));
     };
 
-    let Some(route) = Route::find(&path) else {
-        return error_response(&ApiError::new(
-            404,
-            format!(
-                "No route for {}; routes are /token and /healthz.",
-                clip_path(&path)
-            ),
-        ));
+    let vertex = app.forwarder.as_ref().map(Forwarder::vertex);
+    let route = match Route::find(&path, vertex) {
+        Ok(Some(route)) => route,
+        Ok(None) => {
+            return reply::error(&ApiError::new(
+                404,
+                format!("No route for {}.", clip_path(&path)),
+            ))
+        }
+        Err(error) => {
+            tracing::info!(
+                event = "request_refused",
+                request_id,
+                caller = caller.arn,
+                path = clip_path(&path),
+                status = error.status,
+                reason = error.message,
+            );
+            return reply::error(&error);
+        }
     };
     if !route.allows(request.method()) {
-        let mut response = error_response(&ApiError::new(
+        let mut reply = reply::error(&ApiError::new(
             405,
             format!("Method not allowed here; use {}.", route.allow_header()),
         ));
-        if let Ok(value) = http::HeaderValue::from_str(route.allow_header()) {
-            response.headers_mut().insert(http::header::ALLOW, value);
-        }
-        return response;
+        reply.headers_mut().insert(
+            http::header::ALLOW,
+            http::HeaderValue::from_static(route.allow_header()),
+        );
+        return reply;
     }
 
     match route {
-        Route::Health => json_response(200, &json!({"status": "ok"})),
+        Route::Health => reply::json(200, &json!({"status": "ok"})),
         Route::Token => {
             let outcome = issue_token(broker, request.body()).await;
             audit(broker, &request_id, &caller, &outcome, started.elapsed());
             match outcome {
                 Ok(issued) => token_response(broker, &issued),
-                Err(refusal) => error_response(&refusal.api_error()),
+                Err(refusal) => reply::error(&refusal.api_error()),
             }
         }
+        Route::Forward(call) => {
+            let Some(forwarder) = &app.forwarder else {
+                return reply::error(&ApiError::new(404, "Gemini forwarding is not configured."));
+            };
+            let body = match forward_body(request.body()) {
+                Ok(body) => body,
+                Err(error) => return reply::error(&error),
+            };
+            let invocation = Invocation {
+                request_id,
+                caller: caller.arn,
+                deadline,
+                started,
+            };
+            forwarder.forward(broker, call, body, invocation).await
+        }
     }
+}
+
+/// Lambda's `Lambda-Runtime-Deadline-Ms` is an instant in Unix milliseconds. cargo-lambda's
+/// runtime emulator sends the function's timeout in milliseconds instead; no real deadline
+/// lies before 2001, so a smaller value is read as time left from now, which lets local runs
+/// keep the same deadline discipline as Lambda.
+fn deadline_of(milliseconds: u64) -> Option<SystemTime> {
+    const EPOCH_2001_MS: u64 = 978_307_200_000;
+    match milliseconds {
+        0 => None,
+        ms if ms < EPOCH_2001_MS => Some(SystemTime::now() + Duration::from_millis(ms)),
+        ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+    }
+}
+
+fn forward_body(body: &Body) -> Result<Bytes, ApiError> {
+    let bytes = match body {
+        Body::Empty => Bytes::new(),
+        Body::Text(text) => Bytes::copy_from_slice(text.as_bytes()),
+        Body::Binary(bytes) => Bytes::copy_from_slice(bytes),
+        _ => return Err(ApiError::new(400, "The request body could not be read.")),
+    };
+    if bytes.len() > MAX_FORWARD_BODY_BYTES {
+        return Err(ApiError::new(
+            413,
+            format!("The request body exceeds {MAX_FORWARD_BODY_BYTES} bytes."),
+        ));
+    }
+    Ok(bytes)
 }
 
 struct Issued {
@@ -231,7 +403,7 @@ fn describe_json_error(error: &serde_json::Error) -> String {
     clip_text(&error.to_string(), 200)
 }
 
-fn token_response(broker: &Broker, issued: &Issued) -> Response<Body> {
+fn token_response(broker: &Broker, issued: &Issued) -> Reply {
     let now = broker.clock().now();
     let expires_in = issued
         .token
@@ -247,7 +419,7 @@ fn token_response(broker: &Broker, issued: &Issued) -> Response<Body> {
         "service_account": broker.service_account(),
         "scopes": issued.request.scopes,
     });
-    json_response(200, &body)
+    reply::json(200, &body)
 }
 
 fn audit(
@@ -344,32 +516,95 @@ fn rfc3339(at: SystemTime) -> String {
         .unwrap_or_default()
 }
 
-fn json_response(status: u16, body: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(Body::Text(body.to_string()));
-    *response.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    let headers = response.headers_mut();
-    headers.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    headers.insert(
-        http::header::CACHE_CONTROL,
-        http::HeaderValue::from_static("no-store"),
-    );
-    headers.insert(
-        http::header::PRAGMA,
-        http::HeaderValue::from_static("no-cache"),
-    );
-    response
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::endpoint::{EndpointPolicy, DEFAULT_UNIVERSE_DOMAIN};
 
-fn error_response(error: &ApiError) -> Response<Body> {
-    let mut response = json_response(error.status, &error.body());
-    if let Some(seconds) = error.retry_after {
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    fn vertex() -> VertexSettings {
+        let env = [
+            ("GOOGLE_CLOUD_PROJECT", "p1"),
+            ("BROKER_ALLOWED_LOCATIONS", "us-central1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        VertexSettings::from_env(&env, &EndpointPolicy::new(DEFAULT_UNIVERSE_DOMAIN, false))
+            .unwrap()
+            .unwrap()
     }
-    response
+
+    fn model(location: &str, model: &str, method: Method) -> Option<Route> {
+        Some(Route::Forward(Call::Model {
+            location: location.into(),
+            model: model.into(),
+            method,
+        }))
+    }
+
+    #[test]
+    fn routes_are_found_by_path() {
+        let v = vertex();
+        let cases = [
+            ("/token", Some(Route::Token)),
+            ("/token/", Some(Route::Token)),
+            ("/healthz", Some(Route::Health)),
+            ("/v1/models/gemini-2.5-flash:generateContent", model("global", "gemini-2.5-flash", Method::GenerateContent)),
+            (
+                "/v1/projects/p1/locations/us-central1/publishers/google/models/gemini-2.5-pro:streamGenerateContent",
+                model("us-central1", "gemini-2.5-pro", Method::StreamGenerateContent),
+            ),
+            ("/v1/chat/completions", Some(Route::Forward(Call::Chat { location: "global".into() }))),
+            (
+                "/v1/projects/p1/locations/us-central1/endpoints/openapi/chat/completions",
+                Some(Route::Forward(Call::Chat { location: "us-central1".into() })),
+            ),
+            ("/", None),
+            ("/tokens", None),
+            ("/v1/other", None),
+            ("/v1/projects/p1/locations/global/datasets/x", None),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(Route::find(path, Some(&v)).unwrap(), expected, "{path}");
+        }
+    }
+
+    #[test]
+    fn malformed_or_foreign_forwarding_paths_are_bad_requests() {
+        let v = vertex();
+        for path in [
+            "/v1/models/../x:generateContent",
+            "/v1/models/a/b:generateContent",
+            "/v1/models/gemini-x%2F:generateContent",
+            "/v1/models/gemini-x:predict",
+            "/v1/models/gemini-x",
+            "/v1/models/claude-3:generateContent",
+            "/v1/projects/p2/locations/global/publishers/google/models/gemini-x:generateContent",
+            "/v1/projects/p1/locations/europe-west4/publishers/google/models/gemini-x:generateContent",
+            "/v1/models/gemini x:generateContent",
+        ] {
+            let error = Route::find(path, Some(&v)).expect_err(path);
+            assert_eq!(error.status, 400, "{path}");
+        }
+    }
+
+    #[test]
+    fn deadlines_are_read_as_instants_or_as_emulator_timeouts() {
+        assert_eq!(deadline_of(0), None);
+        let lambda = deadline_of(1_796_319_197_126).unwrap();
+        assert_eq!(
+            lambda,
+            SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_319_197_126)
+        );
+        let emulator = deadline_of(600_000).unwrap();
+        let left = emulator.duration_since(SystemTime::now()).unwrap();
+        assert!(left > Duration::from_secs(590) && left <= Duration::from_secs(600));
+    }
+
+    #[test]
+    fn forwarding_paths_are_404_when_forwarding_is_off() {
+        let error = Route::find("/v1/models/gemini-x:generateContent", None).unwrap_err();
+        assert_eq!(error.status, 404);
+        assert_eq!(Route::find("/token", None).unwrap(), Some(Route::Token));
+    }
 }

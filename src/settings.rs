@@ -34,6 +34,15 @@ pub enum ConfigSource {
     File(String),
 }
 
+/// How answers leave the function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseMode {
+    /// Whole answers: for API Gateway and `BUFFERED` Function URLs.
+    Buffered,
+    /// Lambda response streaming: for Function URLs with `InvokeMode: RESPONSE_STREAM`.
+    Streaming,
+}
+
 /// Everything the broker reads from its environment.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -53,6 +62,8 @@ pub struct Settings {
     pub upstream_timeout: Duration,
     /// `AWS_REGION`, else `AWS_DEFAULT_REGION`; `None` leaves it to aws-config.
     pub region: Option<String>,
+    /// `BROKER_RESPONSE_MODE`: `buffered` (default) or `streaming`.
+    pub response_mode: ResponseMode,
 }
 
 /// A setting that is missing or wrong; start-up stops with this message.
@@ -143,6 +154,17 @@ impl Settings {
             "must be a whole number of seconds from 1 to 300",
         )?;
 
+        let response_mode = match get("BROKER_RESPONSE_MODE") {
+            None | Some("buffered") => ResponseMode::Buffered,
+            Some("streaming") => ResponseMode::Streaming,
+            Some(_) => {
+                return Err(SettingsError::Invalid {
+                    name: "BROKER_RESPONSE_MODE",
+                    problem: "must be buffered or streaming",
+                })
+            }
+        };
+
         let region = get("AWS_REGION")
             .or_else(|| get("AWS_DEFAULT_REGION"))
             .map(str::to_owned);
@@ -156,6 +178,7 @@ impl Settings {
             refresh_margin,
             upstream_timeout,
             region,
+            response_mode,
         })
     }
 
@@ -305,6 +328,7 @@ mod tests {
             ("BROKER_REFRESH_MARGIN_SECONDS", "1h"),
             ("BROKER_UPSTREAM_TIMEOUT_SECONDS", "0"),
             ("BROKER_ALLOWED_CALLERS", "*"),
+            ("BROKER_RESPONSE_MODE", "stream"),
             ("BROKER_ALLOWED_CALLERS", ""),
         ] {
             let mut vars = env(&[CALLERS, ("BROKER_CREDENTIAL_SECRET", "s")]);

@@ -5,11 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{event, event_files, field, Stack};
+use common::{event, field, Stack};
 use gcp_wif_emulator::{Fault, StatusCode, Target};
-use serde_json::{json, Value};
-
-const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+use serde_json::Value;
 
 fn with_body(mut event: Value, body: &str) -> Value {
     event["body"] = Value::String(body.to_owned());
@@ -32,93 +30,6 @@ fn assert_google_error(answer: &common::Answer, status: u16, canonical: &str) {
         "{}",
         answer.raw
     );
-}
-
-#[tokio::test]
-async fn every_event_in_events_gets_its_documented_answer() {
-    let stack = Stack::start(&[]).await;
-    let expected: &[(&str, u16)] = &[
-        ("healthz-function-url.json", 200),
-        ("token-caller-not-allowed.json", 403),
-        ("token-function-url.json", 200),
-        ("token-http-api.json", 200),
-        ("token-malformed-body.json", 400),
-        ("token-no-identity.json", 403),
-        ("token-rest-api.json", 200),
-    ];
-    let mut covered: Vec<&str> = expected.iter().map(|(n, _)| *n).collect();
-    covered.push("env.json");
-    covered.sort();
-    assert_eq!(
-        event_files(),
-        covered,
-        "every file in events/ must be exercised by this test (env.json by sam_local_env_file_serves_a_token)"
-    );
-
-    for (name, status) in expected {
-        let answer = stack.invoke_file(name).await;
-        assert_eq!(answer.status, *status, "{name}: {}", answer.raw);
-        assert_eq!(
-            answer.headers.get("cache-control").map(String::as_str),
-            Some("no-store"),
-            "{name}: {}",
-            answer.raw
-        );
-        if *status != 200 {
-            assert_eq!(
-                answer.body["error"]["code"], *status,
-                "{name}: {}",
-                answer.raw
-            );
-        }
-    }
-
-    let url = stack.invoke_file("token-function-url.json").await;
-    assert_eq!(url.body["token_type"], "Bearer");
-    assert_eq!(url.body["scopes"], json!([CLOUD_PLATFORM]));
-    assert_eq!(
-        url.body["service_account"],
-        gcp_wif_emulator::DEFAULT_SERVICE_ACCOUNT
-    );
-    let expires_in = url.body["expires_in"].as_u64().expect("expires_in");
-    assert!(
-        (1700..=1800).contains(&expires_in),
-        "lifetime 1800 asked, got {expires_in}"
-    );
-    assert!(url.body["expire_time"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(url.headers["pragma"], "no-cache");
-    let token = url.body["access_token"].as_str().expect("access_token");
-    assert!(
-        stack.google.access_token_info(token).is_some(),
-        "the emulator did not issue {token}"
-    );
-
-    let rest = stack.invoke_file("token-rest-api.json").await;
-    let rest_expires = rest.body["expires_in"].as_u64().unwrap();
-    assert!(
-        (800..=900).contains(&rest_expires),
-        "REST asked 900 s, got {rest_expires}"
-    );
-    let http = stack.invoke_file("token-http-api.json").await;
-    let http_expires = http.body["expires_in"].as_u64().unwrap();
-    assert!(
-        http_expires > 1800,
-        "GET /token defaults to the maximum, got {http_expires}"
-    );
-
-    let no_identity = stack.invoke_file("token-no-identity.json").await;
-    let not_allowed = stack.invoke_file("token-caller-not-allowed.json").await;
-    assert_eq!(
-        no_identity.body, not_allowed.body,
-        "refusals must be indistinguishable"
-    );
-    let refusals = stack.events_named("caller_refused");
-    assert!(refusals
-        .iter()
-        .any(|r| field(r, "reason") == "no IAM identity in the request context"));
-    assert!(refusals
-        .iter()
-        .any(|r| field(r, "reason") == "caller does not match BROKER_ALLOWED_CALLERS"));
 }
 
 #[tokio::test]

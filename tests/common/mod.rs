@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gcp_wif_emulator::{EmulatorConfig, RunningEmulator};
 use serde_json::Value;
@@ -90,7 +90,8 @@ pub fn credential_config(emulator: &RunningEmulator) -> Value {
     })
 }
 
-/// The environment a broker needs to run against `emulator` with the emulator's AWS keys.
+/// The environment a broker needs to run against `emulator` with the emulator's AWS keys,
+/// Gemini forwarding included.
 pub fn broker_env(emulator: &RunningEmulator) -> HashMap<String, String> {
     [
         (
@@ -111,6 +112,8 @@ pub fn broker_env(emulator: &RunningEmulator) -> HashMap<String, String> {
         ("AWS_REGION", "us-east-1".into()),
         ("AWS_LAMBDA_LOG_FORMAT", "JSON".into()),
         ("AWS_LAMBDA_LOG_LEVEL", "INFO".into()),
+        ("GOOGLE_CLOUD_PROJECT", "local-project".into()),
+        ("BROKER_VERTEX_ENDPOINT", emulator.base_url()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
@@ -176,6 +179,11 @@ pub struct RuntimeEmulator {
 impl RuntimeEmulator {
     /// Starts `cargo lambda watch --only-lambda-apis` on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_with_args(&[]).await
+    }
+
+    /// Starts the emulator with extra arguments, e.g. `["--timeout", "3"]`.
+    pub async fn start_with_args(args: &[&str]) -> Self {
         let port = free_port();
         let mut command = Command::new(venv_tool("cargo-lambda"));
         command
@@ -188,6 +196,7 @@ impl RuntimeEmulator {
                 "-P",
             ])
             .arg(port.to_string())
+            .args(args)
             .current_dir(root());
         let process = Process::spawn(command);
         wait_for_port(port, "cargo lambda watch").await;
@@ -234,7 +243,13 @@ pub fn scratch_dir(name: &str) -> PathBuf {
 pub struct Answer {
     pub status: u16,
     pub headers: HashMap<String, String>,
+    /// The body as JSON when it parses, else as a string.
     pub body: Value,
+    /// The body as received.
+    pub text: String,
+    /// Streaming mode: each chunk of the body with the moment it arrived.
+    pub chunks: Vec<(Instant, Vec<u8>)>,
+    /// Buffered mode: the function's whole JSON answer; streaming mode: the text.
     pub raw: Value,
 }
 
@@ -243,6 +258,7 @@ pub struct Answer {
 pub struct Invoker {
     client: reqwest::Client,
     port: u16,
+    streaming: bool,
 }
 
 impl Invoker {
@@ -252,14 +268,43 @@ impl Invoker {
             "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
             self.port
         );
-        let response = self
+        let mut response = self
             .client
             .post(url)
             .json(event)
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(60))
             .send()
             .await
             .unwrap_or_else(|e| panic!("invocation failed: {e}"));
+        if self.streaming {
+            // The runtime emulator answers with the function's prelude and streams its body.
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_owned(),
+                        v.to_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect();
+            let mut chunks = Vec::new();
+            while let Some(chunk) = response.chunk().await.expect("streamed body") {
+                chunks.push((Instant::now(), chunk.to_vec()));
+            }
+            let bytes: Vec<u8> = chunks.iter().flat_map(|(_, c)| c.clone()).collect();
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
+            return Answer {
+                status,
+                headers,
+                body,
+                raw: Value::String(text.clone()),
+                text,
+                chunks,
+            };
+        }
         let raw: Value = response.json().await.expect("invocation answer is JSON");
         let status = raw["statusCode"]
             .as_u64()
@@ -281,14 +326,14 @@ impl Invoker {
                 );
             }
         }
-        let body = raw["body"]
-            .as_str()
-            .map(|b| serde_json::from_str(b).unwrap_or_else(|_| Value::String(b.to_owned())))
-            .unwrap_or(Value::Null);
+        let text = raw["body"].as_str().unwrap_or_default().to_owned();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| Value::String(text.clone()));
         Answer {
             status,
             headers,
             body,
+            text,
+            chunks: Vec::new(),
             raw,
         }
     }
@@ -315,11 +360,20 @@ impl Stack {
 
     /// Starts a runtime emulator and the broker with exactly `env`.
     pub async fn start_with(google: RunningEmulator, env: HashMap<String, String>) -> Self {
-        let runtime = RuntimeEmulator::start().await;
+        Self::start_with_runtime(google, env, RuntimeEmulator::start().await).await
+    }
+
+    /// Starts the broker with exactly `env` under `runtime`.
+    pub async fn start_with_runtime(
+        google: RunningEmulator,
+        env: HashMap<String, String>,
+        runtime: RuntimeEmulator,
+    ) -> Self {
         let broker = start_broker(&runtime, &env);
         let invoker = Invoker {
             client: reqwest::Client::new(),
             port: runtime.port,
+            streaming: env.get("BROKER_RESPONSE_MODE").map(String::as_str) == Some("streaming"),
         };
         Self {
             google,
