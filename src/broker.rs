@@ -117,6 +117,15 @@ impl Broker {
         &self.clock
     }
 
+    /// The request a caller makes without a body: every allowed scope, the longest lifetime.
+    /// Gemini forwarding uses it too, so both share one cached token.
+    pub fn default_request(&self) -> TokenRequest {
+        TokenRequest {
+            scopes: self.settings.scopes.clone(),
+            lifetime_seconds: self.max_lifetime(),
+        }
+    }
+
     /// A token for `request`, from the cache or freshly exchanged.
     pub async fn token(
         &self,

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::broker::{Broker, TokenRequest};
+use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::reply::{self, Reply, ReplyBody};
 use crate::vertex::{Method, VertexSettings};
@@ -134,11 +134,7 @@ impl Forwarder {
             record.finish_error(&error);
             return reply::error(&error);
         };
-        let token_request = TokenRequest {
-            scopes: broker.settings().scopes.clone(),
-            lifetime_seconds: broker.max_lifetime(),
-        };
-        let token = match broker.token(&token_request).await {
+        let token = match broker.token(&broker.default_request()).await {
             Ok((token, _)) => token,
             Err(error) => {
                 let error = ApiError::from(&error);

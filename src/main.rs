@@ -19,6 +19,18 @@ async fn main() -> Result<(), Error> {
             return Err(error.into());
         }
     };
+    if app.broker.settings().prefetch_token {
+        let started = std::time::Instant::now();
+        // A failure here is logged and left for the first request to retry: a broker that
+        // cannot reach Google at init may well reach it a moment later.
+        let outcome = app.broker.token(&app.broker.default_request()).await;
+        tracing::info!(
+            event = "token_prefetched",
+            ok = outcome.is_ok(),
+            error = outcome.err().map(|e| e.to_string()),
+            latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
     let mode = app.broker.settings().response_mode;
     tracing::info!(
         event = "ready",

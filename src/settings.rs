@@ -64,6 +64,9 @@ pub struct Settings {
     pub region: Option<String>,
     /// `BROKER_RESPONSE_MODE`: `buffered` (default) or `streaming`.
     pub response_mode: ResponseMode,
+    /// `BROKER_PREFETCH_TOKEN`: fetch the default token during init, so the first caller does
+    /// not wait for the exchange (init time is not billed on standard Lambda).
+    pub prefetch_token: bool,
 }
 
 /// A setting that is missing or wrong; start-up stops with this message.
@@ -165,6 +168,17 @@ impl Settings {
             }
         };
 
+        let prefetch_token = match get("BROKER_PREFETCH_TOKEN") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(_) => {
+                return Err(SettingsError::Invalid {
+                    name: "BROKER_PREFETCH_TOKEN",
+                    problem: "must be true or false",
+                })
+            }
+        };
+
         let region = get("AWS_REGION")
             .or_else(|| get("AWS_DEFAULT_REGION"))
             .map(str::to_owned);
@@ -179,6 +193,7 @@ impl Settings {
             upstream_timeout,
             region,
             response_mode,
+            prefetch_token,
         })
     }
 
@@ -329,6 +344,7 @@ mod tests {
             ("BROKER_UPSTREAM_TIMEOUT_SECONDS", "0"),
             ("BROKER_ALLOWED_CALLERS", "*"),
             ("BROKER_RESPONSE_MODE", "stream"),
+            ("BROKER_PREFETCH_TOKEN", "1"),
             ("BROKER_ALLOWED_CALLERS", ""),
         ] {
             let mut vars = env(&[CALLERS, ("BROKER_CREDENTIAL_SECRET", "s")]);

@@ -278,3 +278,29 @@ async fn futures_join(stack: &Stack, event: &Value, n: usize) -> Vec<common::Ans
     }
     answers
 }
+
+#[tokio::test]
+async fn prefetch_fetches_the_default_token_during_init() {
+    let stack = Stack::start(&[("BROKER_PREFETCH_TOKEN", "true")]).await;
+    assert_eq!(
+        stack.invoke_file("healthz-function-url.json").await.status,
+        200
+    );
+    assert_eq!(
+        stack.google.calls(Target::Iam),
+        1,
+        "init should have fetched a token"
+    );
+    let prefetched = stack.events_named("token_prefetched");
+    assert_eq!(field(&prefetched[0], "ok"), true, "{prefetched:?}");
+
+    let answer = stack.invoke_file("token-http-api.json").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        stack.google.calls(Target::Iam),
+        1,
+        "GET /token is the default request"
+    );
+    let issued = stack.events_named("token_issued");
+    assert_eq!(field(&issued[0], "cache"), "hit");
+}
