@@ -1,6 +1,7 @@
 //! The token path: AWS credentials, subject token, STS, impersonation, cache.
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use url::Url;
 
@@ -13,6 +14,14 @@ use crate::settings::Settings;
 use crate::sts::{self, FederatedToken};
 use crate::subject_token::SubjectToken;
 use crate::token_cache::{CacheOutcome, TokenCache, TokenKey};
+use crate::upstream::Attempts;
+
+/// The time a token exchange may take when the caller gives no deadline (prefetch at init):
+/// within Lambda's 30 s template timeout with room to answer.
+const DEFAULT_BUDGET: Duration = Duration::from_secs(25);
+
+/// Kept back from an invocation's deadline to send the answer before Lambda stops the function.
+const DEADLINE_RESERVE: Duration = Duration::from_millis(750);
 
 /// Scope asked of STS when impersonating: the federated token only needs to call IAM
 /// Credentials; the service account token carries the caller's scopes.
@@ -126,10 +135,12 @@ impl Broker {
         }
     }
 
-    /// A token for `request`, from the cache or freshly exchanged.
+    /// A token for `request`, from the cache or freshly exchanged, trying no longer than
+    /// `deadline` (the invocation's; `None` allows 25 s).
     pub async fn token(
         &self,
         request: &TokenRequest,
+        deadline: Option<SystemTime>,
     ) -> Result<(AccessToken, CacheOutcome), UpstreamError> {
         let key = TokenKey {
             service_account: self.service_account().map(str::to_owned),
@@ -137,11 +148,31 @@ impl Broker {
             lifetime_seconds: request.lifetime_seconds,
         };
         self.cache
-            .get_or_fetch(&key, || self.exchange(request))
+            .get_or_fetch(&key, || self.exchange(request, self.attempts(deadline)))
             .await
     }
 
-    async fn exchange(&self, request: &TokenRequest) -> Result<AccessToken, UpstreamError> {
+    /// The retry budget for a call that must be done by `deadline`.
+    fn attempts(&self, deadline: Option<SystemTime>) -> Attempts {
+        let now = tokio::time::Instant::now();
+        let left = deadline
+            .map(|d| {
+                d.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+                    .saturating_sub(DEADLINE_RESERVE)
+            })
+            .unwrap_or(DEFAULT_BUDGET);
+        Attempts {
+            deadline: now + left,
+            per_attempt: self.settings.upstream_timeout,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        request: &TokenRequest,
+        attempts: Attempts,
+    ) -> Result<AccessToken, UpstreamError> {
         let credentials = self.credentials.credentials().await?;
         let now = self.clock.now();
         let subject_token = SubjectToken::sign(
@@ -155,6 +186,7 @@ impl Broker {
         let Some(impersonation) = &self.config.impersonation else {
             let federated = sts::exchange(
                 &self.client,
+                &attempts,
                 &self.config,
                 &subject_token,
                 &request.scopes,
@@ -166,6 +198,7 @@ impl Broker {
         let federation_scope = [FEDERATION_SCOPE.to_owned()];
         let federated = sts::exchange(
             &self.client,
+            &attempts,
             &self.config,
             &subject_token,
             &federation_scope,
@@ -174,6 +207,7 @@ impl Broker {
         .await?;
         impersonation::generate_access_token(
             &self.client,
+            &attempts,
             impersonation,
             &federated,
             &request.scopes,

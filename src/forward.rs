@@ -134,7 +134,10 @@ impl Forwarder {
             record.finish_error(&error);
             return reply::error(&error);
         };
-        let token = match broker.token(&broker.default_request()).await {
+        let token = match broker
+            .token(&broker.default_request(), record.invocation.deadline)
+            .await
+        {
             Ok((token, _)) => token,
             Err(error) => {
                 let error = ApiError::from(&error);

@@ -8,7 +8,7 @@ use crate::credential_config::Impersonation;
 use crate::error::{Stage, UpstreamError};
 use crate::secret::SecretString;
 use crate::sts::FederatedToken;
-use crate::upstream::{self, clip};
+use crate::upstream::{clip, Attempts};
 
 /// A Google OAuth 2.0 access token, the broker's product.
 #[derive(Debug, Clone)]
@@ -37,8 +37,9 @@ struct Status {
 }
 
 /// Calls `generateAccessToken` as the federated principal for `scopes` and `lifetime_seconds`.
-pub async fn generate_access_token(
+pub(crate) async fn generate_access_token(
     client: &reqwest::Client,
+    attempts: &Attempts,
     impersonation: &Impersonation,
     federated: &FederatedToken,
     scopes: &[String],
@@ -48,13 +49,18 @@ pub async fn generate_access_token(
         "scope": scopes,
         "lifetime": format!("{lifetime_seconds}s"),
     });
-    let request = client
-        .post(impersonation.url.clone())
-        .bearer_auth(federated.token.expose())
-        .json(&body);
-    let response: GenerateAccessTokenResponse = upstream::send(Stage::Impersonation, request)
-        .await?
-        .parse(explain)?;
+    let response: GenerateAccessTokenResponse = attempts
+        .call(
+            Stage::Impersonation,
+            || {
+                client
+                    .post(impersonation.url.clone())
+                    .bearer_auth(federated.token.expose())
+                    .json(&body)
+            },
+            explain,
+        )
+        .await?;
     let expires_at = time::OffsetDateTime::parse(
         &response.expire_time,
         &time::format_description::well_known::Rfc3339,

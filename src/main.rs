@@ -23,7 +23,7 @@ async fn main() -> Result<(), Error> {
         let started = std::time::Instant::now();
         // A failure here is logged and left for the first request to retry: a broker that
         // cannot reach Google at init may well reach it a moment later.
-        let outcome = app.broker.token(&app.broker.default_request()).await;
+        let outcome = app.broker.token(&app.broker.default_request(), None).await;
         tracing::info!(
             event = "token_prefetched",
             ok = outcome.is_ok(),

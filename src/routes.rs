@@ -244,7 +244,7 @@ pub async fn handle(app: &App, request: Request) -> Reply {
     match route {
         Route::Health => reply::json(200, &json!({"status": "ok"})),
         Route::Token => {
-            let outcome = issue_token(broker, request.body()).await;
+            let outcome = issue_token(broker, request.body(), deadline).await;
             audit(broker, &request_id, &caller, &outcome, started.elapsed());
             match outcome {
                 Ok(issued) => token_response(broker, &issued),
@@ -319,9 +319,16 @@ impl Refusal {
     }
 }
 
-async fn issue_token(broker: &Broker, body: &Body) -> Result<Issued, Refusal> {
+async fn issue_token(
+    broker: &Broker,
+    body: &Body,
+    deadline: Option<SystemTime>,
+) -> Result<Issued, Refusal> {
     let request = parse_token_request(broker, body).map_err(Refusal::BadRequest)?;
-    let (token, cache) = broker.token(&request).await.map_err(Refusal::Upstream)?;
+    let (token, cache) = broker
+        .token(&request, deadline)
+        .await
+        .map_err(Refusal::Upstream)?;
     Ok(Issued {
         request,
         token,

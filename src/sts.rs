@@ -8,7 +8,7 @@ use crate::credential_config::{CredentialConfig, AWS_SUBJECT_TOKEN_TYPE};
 use crate::error::{Stage, UpstreamError};
 use crate::secret::SecretString;
 use crate::subject_token::SubjectToken;
-use crate::upstream::{self, clip};
+use crate::upstream::{clip, Attempts};
 
 const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -37,8 +37,9 @@ struct ExchangeError {
 /// Exchanges `subject_token` at the configured STS endpoint for `scopes`.
 ///
 /// No `Authorization` header is sent: Google authenticates the AWS signature inside the token.
-pub async fn exchange(
+pub(crate) async fn exchange(
     client: &reqwest::Client,
+    attempts: &Attempts,
     config: &CredentialConfig,
     subject_token: &SubjectToken,
     scopes: &[String],
@@ -53,8 +54,13 @@ pub async fn exchange(
         ("subject_token_type", AWS_SUBJECT_TOKEN_TYPE),
         ("subject_token", subject_token.expose()),
     ];
-    let request = client.post(config.token_url.clone()).form(&form);
-    let response: ExchangeResponse = upstream::send(Stage::Sts, request).await?.parse(explain)?;
+    let response: ExchangeResponse = attempts
+        .call(
+            Stage::Sts,
+            || client.post(config.token_url.clone()).form(&form),
+            explain,
+        )
+        .await?;
     // STS tokens last an hour; the field is optional in RFC 8693, so assume the usual.
     let lifetime = Duration::from_secs(response.expires_in.unwrap_or(3600));
     Ok(FederatedToken {

@@ -196,9 +196,10 @@ async fn upstream_failures_map_to_gateway_errors_with_hints() {
         "{message}"
     );
 
-    stack
-        .google
-        .inject(Target::Sts, Fault::status(StatusCode::SERVICE_UNAVAILABLE));
+    stack.google.inject(
+        Target::Sts,
+        Fault::status(StatusCode::SERVICE_UNAVAILABLE).times(3),
+    );
     let answer = stack.invoke(&token).await;
     assert_google_error(&answer, 503, "UNAVAILABLE");
     assert!(
@@ -209,9 +210,15 @@ async fn upstream_failures_map_to_gateway_errors_with_hints() {
 
     stack
         .google
-        .inject(Target::Sts, Fault::hang(Duration::from_secs(3)));
+        .inject(Target::Sts, Fault::hang(Duration::from_secs(3)).times(3));
+    let started = std::time::Instant::now();
     let answer = stack.invoke(&token).await;
     assert_google_error(&answer, 504, "DEADLINE_EXCEEDED");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a hung STS must fail well before Lambda's 30 s timeout, took {:?}",
+        started.elapsed()
+    );
 
     let failures = stack.events_named("token_failed");
     let stages: Vec<&Value> = failures.iter().map(|r| field(r, "stage")).collect();
@@ -303,4 +310,42 @@ async fn prefetch_fetches_the_default_token_during_init() {
     );
     let issued = stack.events_named("token_issued");
     assert_eq!(field(&issued[0], "cache"), "hit");
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_permanent_ones_are_not() {
+    let stack = Stack::start(&[]).await;
+    let token = event("token-function-url.json");
+
+    stack.google.inject(
+        Target::Sts,
+        Fault::status(StatusCode::SERVICE_UNAVAILABLE).times(2),
+    );
+    let answer = stack.invoke(&token).await;
+    assert_eq!(answer.status, 200, "two 503s then success: {}", answer.raw);
+    assert_eq!(stack.google.calls(Target::Sts), 3);
+
+    let rest = event("token-rest-api.json");
+    stack
+        .google
+        .inject(Target::Sts, Fault::status(StatusCode::BAD_REQUEST));
+    let answer = stack.invoke(&rest).await;
+    assert_eq!(answer.status, 502, "{}", answer.raw);
+    assert_eq!(
+        stack.google.calls(Target::Sts),
+        4,
+        "a 400 must not be retried"
+    );
+
+    stack.google.inject(
+        Target::Iam,
+        Fault::status(StatusCode::TOO_MANY_REQUESTS).times(1),
+    );
+    let answer = stack.invoke(&rest).await;
+    assert_eq!(answer.status, 200, "one 429 then success: {}", answer.raw);
+    assert_eq!(
+        stack.google.calls(Target::Iam),
+        3,
+        "IAM: first token, 429, retry"
+    );
 }
