@@ -13,13 +13,11 @@ use tokio::sync::Mutex;
 
 use crate::clock::SharedClock;
 use crate::error::{Stage, UpstreamError, UpstreamFailure};
+use crate::hints;
 
 /// Credentials are replaced this long before they expire, so that a subject token signed with
 /// them is still valid when Google asks AWS to verify it a moment later.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(5 * 60);
-
-const HINT: &str = "check that the broker has AWS credentials: on Lambda its execution role; \
-    elsewhere AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a container role, or an instance profile";
 
 /// Hands out valid AWS credentials, asking the provider only when the cached ones near expiry.
 #[derive(Debug)]
@@ -61,7 +59,7 @@ impl AwsCredentialSource {
                 Stage::AwsCredentials,
                 None,
                 "the credential provider returned credentials that have already expired",
-                HINT,
+                hints::AWS_CREDENTIALS,
             ));
         }
         *cached = Some(credentials.clone());
@@ -87,7 +85,7 @@ fn classify(error: CredentialsError) -> UpstreamError {
         _ => UpstreamFailure::Refused {
             status: None,
             message: "no AWS credentials could be loaded".to_owned(),
-            hint: HINT,
+            hint: hints::AWS_CREDENTIALS,
         },
     };
     UpstreamError {

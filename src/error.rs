@@ -15,14 +15,21 @@ pub enum Stage {
     Impersonation,
 }
 
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Stage {
+    /// The stage's name in logs, metrics and diagnoses.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Stage::AwsCredentials => "aws_credentials",
             Stage::SubjectToken => "subject_token",
             Stage::Sts => "sts",
             Stage::Impersonation => "impersonation",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -101,6 +108,15 @@ impl UpstreamError {
     /// Whether the same request may succeed if tried again later.
     pub fn is_transient(&self) -> bool {
         !matches!(self.failure, UpstreamFailure::Refused { .. })
+    }
+
+    /// `transient` or `permanent`, for logs and metrics.
+    pub fn class(&self) -> &'static str {
+        if self.is_transient() {
+            "transient"
+        } else {
+            "permanent"
+        }
     }
 }
 

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::broker::Broker;
 use crate::error::ApiError;
+use crate::metrics;
 use crate::reply::{self, Reply, ReplyBody};
 use crate::vertex::{Method, VertexSettings};
 
@@ -408,6 +409,8 @@ struct Record {
 
 impl Record {
     fn finish(&self, streamed: bool) {
+        let latency_ms = self.invocation.started.elapsed().as_secs_f64() * 1000.0;
+        metrics::forwarded(self.route, latency_ms, self.usage.prompt, self.usage.output);
         tracing::info!(
             event = "forwarded",
             request_id = self.invocation.request_id,
@@ -416,8 +419,9 @@ impl Record {
             model = self.model,
             method = self.method,
             upstream_status = self.status,
+            hint = crate::hints::for_vertex(self.status),
             streamed,
-            latency_ms = self.invocation.started.elapsed().as_secs_f64() * 1000.0,
+            latency_ms,
             prompt_tokens = self.usage.prompt,
             output_tokens = self.usage.output,
             total_tokens = self.usage.total,
@@ -425,6 +429,11 @@ impl Record {
     }
 
     fn finish_error(&self, error: &ApiError) {
+        metrics::error(if error.status >= 500 {
+            "transient"
+        } else {
+            "client"
+        });
         tracing::warn!(
             event = "forward_failed",
             request_id = self.invocation.request_id,

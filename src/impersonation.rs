@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::credential_config::Impersonation;
 use crate::error::{Stage, UpstreamError};
+use crate::hints;
 use crate::secret::SecretString;
 use crate::sts::FederatedToken;
 use crate::upstream::{clip, Attempts};
@@ -70,7 +71,7 @@ pub(crate) async fn generate_access_token(
             Stage::Impersonation,
             Some(200),
             "expireTime is not an RFC 3339 time",
-            "check that service_account_impersonation_url is really IAM Credentials",
+            hints::NOT_GOOGLE,
         )
     })?;
     Ok(AccessToken {
@@ -86,21 +87,6 @@ fn explain(status: u16, body: &[u8]) -> (String, &'static str) {
         .and_then(|e| e.message)
         .map(|m| clip(&m))
         .unwrap_or_else(|| "no error message".to_owned());
-    let lowered = message.to_ascii_lowercase();
-    let hint = match status {
-        401 => "IAM Credentials did not accept the federated token; check the STS stage",
-        403 => {
-            "grant roles/iam.workloadIdentityUser on the service account to the broker's AWS role \
-             (principalSet://iam.googleapis.com/.../attribute.aws_role/...); new bindings take \
-             a few minutes to apply"
-        }
-        404 => "the service account does not exist; check service_account_impersonation_url",
-        400 if lowered.contains("lifetime") => {
-            "lifetimes over 3600 s need the org policy \
-             constraints/iam.allowServiceAccountCredentialLifetimeExtension"
-        }
-        400 if lowered.contains("scope") => "check that BROKER_SCOPES names valid OAuth scopes",
-        _ => "check service_account_impersonation_url and the service account's IAM policy",
-    };
+    let hint = hints::for_impersonation(status, &message);
     (message, hint)
 }

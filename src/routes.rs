@@ -13,11 +13,12 @@ use lambda_http::{Body, Request, RequestExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::broker::{Broker, TokenRequest};
+use crate::broker::{Broker, StageReport, TokenRequest};
 use crate::caller::Caller;
 use crate::error::{ApiError, UpstreamError};
 use crate::forward::{self, Call, Forwarder, Invocation};
 use crate::impersonation::AccessToken;
+use crate::metrics;
 use crate::reply::{self, Reply};
 use crate::token_cache::CacheOutcome;
 use crate::vertex::{self, Method, VertexSettings};
@@ -54,6 +55,7 @@ pub struct App {
 enum Route {
     Token,
     Health,
+    Diagnose,
     Forward(Call),
 }
 
@@ -64,6 +66,7 @@ impl Route {
         match path.trim_end_matches('/') {
             "/token" => return Ok(Some(Route::Token)),
             "/healthz" => return Ok(Some(Route::Health)),
+            "/diagnose" => return Ok(Some(Route::Diagnose)),
             _ => {}
         }
         let Some(rest) = path.strip_prefix("/v1/") else {
@@ -130,6 +133,7 @@ impl Route {
         match self {
             Route::Token => method == http::Method::POST || method == http::Method::GET,
             Route::Health => method == http::Method::GET || method == http::Method::HEAD,
+            Route::Diagnose => method == http::Method::GET,
             Route::Forward(_) => method == http::Method::POST,
         }
     }
@@ -138,6 +142,7 @@ impl Route {
         match self {
             Route::Token => "GET, POST",
             Route::Health => "GET, HEAD",
+            Route::Diagnose => "GET",
             Route::Forward(_) => "POST",
         }
     }
@@ -205,6 +210,7 @@ pub async fn handle(app: &App, request: Request) -> Reply {
             path = clip_path(&path),
             reason,
         );
+        metrics::error("client");
         return reply::error(&ApiError::new(403, REFUSAL));
     };
 
@@ -243,6 +249,12 @@ pub async fn handle(app: &App, request: Request) -> Reply {
 
     match route {
         Route::Health => reply::json(200, &json!({"status": "ok"})),
+        Route::Diagnose => {
+            let model = request
+                .query_string_parameters_ref()
+                .and_then(|q| q.first("model").map(str::to_owned));
+            diagnose(app, model, &request_id, &caller, deadline).await
+        }
         Route::Token => {
             let outcome = issue_token(broker, request.body(), deadline).await;
             audit(broker, &request_id, &caller, &outcome, started.elapsed());
@@ -281,6 +293,58 @@ fn deadline_of(milliseconds: u64) -> Option<SystemTime> {
         ms if ms < EPOCH_2001_MS => Some(SystemTime::now() + Duration::from_millis(ms)),
         ms => Some(SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
     }
+}
+
+/// Every stage of the token path afresh, and with `?model=` a Vertex `countTokens` call.
+async fn diagnose(
+    app: &App,
+    model: Option<String>,
+    request_id: &str,
+    caller: &Caller,
+    deadline: Option<SystemTime>,
+) -> Reply {
+    let mut stages = app.broker.diagnose(deadline).await;
+    let token_path_ok = stages.iter().all(|s| s.outcome != "failed");
+    let vertex = match (&app.forwarder, model) {
+        (None, _) => StageReport::skipped("vertex", "Gemini forwarding is not configured"),
+        (Some(_), None) => StageReport::skipped("vertex", "add ?model=MODEL to call countTokens"),
+        (Some(_), Some(_)) if !token_path_ok => {
+            StageReport::skipped("vertex", "an earlier stage failed")
+        }
+        (Some(forwarder), Some(model)) => {
+            let started = Instant::now();
+            let call = match model_call(
+                forwarder.vertex(),
+                &forwarder.vertex().location,
+                &format!("{model}:countTokens"),
+            ) {
+                Ok(Route::Forward(call)) => call,
+                _ => return reply::error(&forward::model_refused()),
+            };
+            let body = Bytes::from_static(
+                br#"{"contents": [{"role": "user", "parts": [{"text": "diagnose"}]}]}"#,
+            );
+            let invocation = Invocation {
+                request_id: request_id.to_owned(),
+                caller: caller.arn.clone(),
+                deadline,
+                started,
+            };
+            let reply = forwarder.forward(&app.broker, call, body, invocation).await;
+            let status = reply.status().as_u16();
+            StageReport {
+                stage: "vertex",
+                outcome: if status == 200 { "ok" } else { "failed" },
+                ms: started.elapsed().as_secs_f64() * 1000.0,
+                detail: format!("countTokens on {model} answered HTTP {status}"),
+                hint: crate::hints::for_vertex(status),
+            }
+        }
+    };
+    stages.push(vertex);
+    let ok = stages.iter().all(|s| s.outcome != "failed");
+    tracing::info!(event = "diagnosed", request_id, caller = caller.arn, ok);
+    reply::json(200, &json!({"ok": ok, "stages": stages}))
 }
 
 fn forward_body(body: &Body) -> Result<Bytes, ApiError> {
@@ -438,6 +502,11 @@ fn audit(
 ) {
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     let service_account = broker.service_account().unwrap_or("-");
+    match outcome {
+        Ok(issued) => metrics::token_request(Some(issued.cache == CacheOutcome::Hit), None),
+        Err(Refusal::BadRequest(_)) => metrics::token_request(None, Some("client")),
+        Err(Refusal::Upstream(error)) => metrics::token_request(None, Some(error.class())),
+    }
     match outcome {
         Ok(issued) => tracing::info!(
             event = "token_issued",

@@ -6,6 +6,7 @@ use serde::Deserialize;
 
 use crate::credential_config::{CredentialConfig, AWS_SUBJECT_TOKEN_TYPE};
 use crate::error::{Stage, UpstreamError};
+use crate::hints;
 use crate::secret::SecretString;
 use crate::subject_token::SubjectToken;
 use crate::upstream::{clip, Attempts};
@@ -78,24 +79,7 @@ fn explain(_status: u16, body: &[u8]) -> (String, &'static str) {
     let description = parsed
         .and_then(|e| e.error_description)
         .unwrap_or_else(|| "no error description".to_owned());
-    let hint = match code.as_str() {
-        "invalid_target" => {
-            "check that the configuration's audience names an existing, enabled workload identity \
-             pool provider (gcloud iam workload-identity-pools providers describe)"
-        }
-        "unauthorized_client" => {
-            "the provider refused this AWS identity; check the provider's attribute condition \
-             and that its AWS account id is the broker's account"
-        }
-        "invalid_grant" => {
-            "Google could not verify the AWS signature; check the broker's AWS credentials, \
-             its clock, and that the provider's AWS account id matches"
-        }
-        _ => {
-            "check that the credential configuration was written by \
-             `gcloud iam workload-identity-pools create-cred-config --aws`"
-        }
-    };
+    let hint = hints::for_sts(&code, &description);
     let message = if code.is_empty() {
         clip(&description)
     } else {

@@ -15,6 +15,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use url::Url;
 
 use crate::error::{Stage, UpstreamError};
+use crate::hints;
 use crate::secret::SecretString;
 
 /// The header that binds a subject token to its audience.
@@ -46,7 +47,7 @@ impl SubjectToken {
                 Stage::SubjectToken,
                 None,
                 format!("could not sign GetCallerIdentity: {what}"),
-                "check AWS_REGION and the credential configuration's regional_cred_verification_url",
+                hints::AWS_SIGNATURE,
             )
         };
         let host = verification_url

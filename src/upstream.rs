@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 
 use crate::error::{Stage, UpstreamError, UpstreamFailure};
+use crate::{hints, metrics};
 
 /// Three tries ride out a brief Google hiccup without turning one caller's request into a burst
 /// against a service that is already struggling.
@@ -51,10 +52,13 @@ impl Attempts {
                 });
             }
             let request = build().timeout(self.per_attempt.min(left));
+            let started = Instant::now();
             let result = match send(stage, request).await {
                 Ok(response) => response.parse(explain),
                 Err(error) => Err(error),
             };
+            let class = result.as_ref().err().map(|e| e.class());
+            metrics::upstream(stage.as_str(), millis(started), class);
             let error = match result {
                 Ok(value) => return Ok(value),
                 Err(error) if !error.is_transient() || attempt >= MAX_ATTEMPTS => {
@@ -76,6 +80,10 @@ impl Attempts {
             tokio::time::sleep(wait).await;
         }
     }
+}
+
+fn millis(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Full jitter over an exponentially growing window, so that many environments failing at
@@ -133,7 +141,7 @@ async fn send(
                 stage,
                 Some(status),
                 "the response is far larger than any Google token response",
-                "check that the configured endpoint is really a Google API",
+                hints::NOT_GOOGLE,
             ));
         }
         body.extend_from_slice(&chunk);
@@ -161,7 +169,7 @@ impl UpstreamResponse {
                     stage,
                     Some(self.status),
                     "the success response could not be parsed",
-                    "check that the configured endpoint is really a Google API",
+                    hints::NOT_GOOGLE,
                 )
             }),
             408 | 429 | 500..=599 => Err(UpstreamError {

@@ -349,3 +349,41 @@ async fn transient_failures_are_retried_and_permanent_ones_are_not() {
         "IAM: first token, 429, retry"
     );
 }
+
+#[tokio::test]
+async fn metrics_are_written_in_embedded_metric_format() {
+    let stack = Stack::start(&[]).await;
+    let token = event("token-function-url.json");
+    stack.invoke(&token).await;
+    stack.invoke(&token).await;
+    stack.invoke_file("token-no-identity.json").await;
+
+    let emf: Vec<Value> = stack
+        .log_records()
+        .into_iter()
+        .filter(|r| r.get("_aws").is_some())
+        .collect();
+    let namespaces: Vec<&Value> = emf
+        .iter()
+        .map(|r| &r["_aws"]["CloudWatchMetrics"][0]["Namespace"])
+        .collect();
+    assert!(
+        namespaces.iter().all(|n| *n == "GcpWifBroker"),
+        "{namespaces:?}"
+    );
+    let sum = |name: &str| -> f64 { emf.iter().filter_map(|r| r[name].as_f64()).sum() };
+    assert_eq!(sum("TokensIssued"), 2.0, "{emf:?}");
+    assert_eq!(sum("CacheHits"), 1.0);
+    assert_eq!(sum("CacheMisses"), 1.0);
+    assert_eq!(
+        sum("Errors"),
+        1.0,
+        "the refused caller counts as a client error"
+    );
+    let stages: Vec<&str> = emf
+        .iter()
+        .filter(|r| r["UpstreamLatency"].is_number())
+        .filter_map(|r| r["Stage"].as_str())
+        .collect();
+    assert_eq!(stages, ["sts", "impersonation"]);
+}
