@@ -306,6 +306,21 @@ impl Invoker {
             };
         }
         let raw: Value = response.json().await.expect("invocation answer is JSON");
+        if raw.get("statusCode").is_none() {
+            // A raw (non-HTTP) event is answered with the body alone: the error envelope.
+            let status = raw["error"]["code"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("neither statusCode nor an error code in {raw}"))
+                as u16;
+            return Answer {
+                status,
+                headers: HashMap::new(),
+                body: raw.clone(),
+                text: raw.to_string(),
+                chunks: Vec::new(),
+                raw,
+            };
+        }
         let status = raw["statusCode"]
             .as_u64()
             .unwrap_or_else(|| panic!("no statusCode in {raw}")) as u16;
