@@ -90,3 +90,26 @@ fn explain(status: u16, body: &[u8]) -> (String, &'static str) {
     let hint = hints::for_impersonation(status, &message);
     (message, hint)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn tokens_print_redacted() {
+        let expires_at = SystemTime::UNIX_EPOCH + Duration::from_secs(1);
+        let access = AccessToken {
+            token: SecretString::new("ya29.secret-access"),
+            expires_at,
+        };
+        let federated = FederatedToken {
+            token: SecretString::new("ya29.secret-federated"),
+            expires_at,
+        };
+        for printed in [format!("{access:?}"), format!("{federated:?}")] {
+            assert!(!printed.contains("ya29"), "{printed}");
+            assert!(printed.contains("<redacted>"), "{printed}");
+        }
+    }
+}
