@@ -1,17 +1,18 @@
 //! The token path: AWS credentials, subject token, STS, impersonation, cache.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use url::Url;
 
 use crate::aws_credentials::AwsCredentialSource;
 use crate::clock::SharedClock;
 use crate::credential_config::CredentialConfig;
-use crate::error::{UpstreamError, UpstreamFailure};
+use crate::diagnosis::Trace;
+use crate::error::{Stage, UpstreamError};
 use crate::impersonation::{self, AccessToken};
 use crate::settings::Settings;
-use crate::sts::{self, FederatedToken};
+use crate::sts;
 use crate::subject_token::SubjectToken;
 use crate::token_cache::{CacheOutcome, TokenCache, TokenKey};
 use crate::upstream::Attempts;
@@ -148,12 +149,15 @@ impl Broker {
             lifetime_seconds: request.lifetime_seconds,
         };
         self.cache
-            .get_or_fetch(&key, || self.exchange(request, self.attempts(deadline)))
+            .get_or_fetch(&key, || async move {
+                self.exchange(request, self.attempts(deadline), &mut Trace::off())
+                    .await
+            })
             .await
     }
 
     /// The retry budget for a call that must be done by `deadline`.
-    fn attempts(&self, deadline: Option<SystemTime>) -> Attempts {
+    pub(crate) fn attempts(&self, deadline: Option<SystemTime>) -> Attempts {
         let now = tokio::time::Instant::now();
         let left = deadline
             .map(|d| {
@@ -168,245 +172,75 @@ impl Broker {
         }
     }
 
-    async fn exchange(
+    /// The token path without the cache; `trace` records each stage when diagnosing.
+    pub(crate) async fn exchange(
         &self,
         request: &TokenRequest,
         attempts: Attempts,
+        trace: &mut Trace,
     ) -> Result<AccessToken, UpstreamError> {
-        let credentials = self.credentials.credentials().await?;
+        let credentials = trace
+            .run(Stage::AwsCredentials, self.credentials.credentials())
+            .await?;
         let now = self.clock.now();
-        let subject_token = SubjectToken::sign(
-            &self.verification_url,
-            &self.region,
-            &self.config.audience,
-            &credentials,
-            now,
-        )?;
+        let subject_token = trace
+            .run(Stage::SubjectToken, async {
+                SubjectToken::sign(
+                    &self.verification_url,
+                    &self.region,
+                    &self.config.audience,
+                    &credentials,
+                    now,
+                )
+            })
+            .await?;
 
-        let Some(impersonation) = &self.config.impersonation else {
-            let federated = sts::exchange(
-                &self.client,
-                &attempts,
-                &self.config,
-                &subject_token,
-                &request.scopes,
-                now,
+        let federation_scope = [FEDERATION_SCOPE.to_owned()];
+        let sts_scopes: &[String] = match self.config.impersonation {
+            Some(_) => &federation_scope,
+            None => &request.scopes,
+        };
+        let federated = trace
+            .run(
+                Stage::Sts,
+                sts::exchange(
+                    &self.client,
+                    &attempts,
+                    &self.config,
+                    &subject_token,
+                    sts_scopes,
+                    now,
+                ),
             )
             .await?;
-            return Ok(into_access_token(federated));
-        };
-        let federation_scope = [FEDERATION_SCOPE.to_owned()];
-        let federated = sts::exchange(
-            &self.client,
-            &attempts,
-            &self.config,
-            &subject_token,
-            &federation_scope,
-            now,
-        )
-        .await?;
-        impersonation::generate_access_token(
-            &self.client,
-            &attempts,
-            impersonation,
-            &federated,
-            &request.scopes,
-            request.lifetime_seconds,
-        )
-        .await
-    }
-}
-
-/// The outcome of one stage of [`Broker::diagnose`].
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct StageReport {
-    /// The stage's name, as in logs.
-    pub stage: &'static str,
-    /// `ok`, `failed` or `skipped`.
-    pub outcome: &'static str,
-    /// How long the stage took.
-    pub ms: f64,
-    /// What the stage found; never a credential.
-    pub detail: String,
-    /// The setup step to check, for a failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub hint: Option<&'static str>,
-}
-
-impl StageReport {
-    fn ok(stage: &'static str, started: Instant, detail: String) -> Self {
-        Self {
-            stage,
-            outcome: "ok",
-            ms: started.elapsed().as_secs_f64() * 1000.0,
-            detail,
-            hint: None,
-        }
-    }
-
-    fn failed(started: Instant, error: &UpstreamError) -> Self {
-        let hint = match &error.failure {
-            UpstreamFailure::Refused { hint, .. } => Some(*hint),
-            _ => None,
-        };
-        Self {
-            stage: error.stage.as_str(),
-            outcome: "failed",
-            ms: started.elapsed().as_secs_f64() * 1000.0,
-            detail: error.to_string(),
-            hint,
-        }
-    }
-
-    /// A stage not run because an earlier one failed or it was not asked for.
-    pub fn skipped(stage: &'static str, detail: &str) -> Self {
-        Self {
-            stage,
-            outcome: "skipped",
-            ms: 0.0,
-            detail: detail.to_owned(),
-            hint: None,
-        }
-    }
-}
-
-impl Broker {
-    /// Runs every stage of the token path afresh, bypassing the cache, and reports each one's
-    /// outcome and timing; stages after a failure are skipped.
-    pub async fn diagnose(&self, deadline: Option<SystemTime>) -> Vec<StageReport> {
-        let attempts = self.attempts(deadline);
-        let mut reports = vec![StageReport::ok(
-            "configuration",
-            Instant::now(),
-            format!(
-                "audience {}; STS {}; service account {}; region {}",
-                self.config.audience,
-                self.config.token_url.host_str().unwrap_or("-"),
-                self.service_account()
-                    .unwrap_or("none (federated token only)"),
-                self.region
-            ),
-        )];
-        let skip_rest = |reports: &mut Vec<StageReport>, after: &str| {
-            for stage in ["aws_credentials", "subject_token", "sts", "impersonation"]
-                .into_iter()
-                .skip_while(|s| *s != after)
-                .skip(1)
-            {
-                reports.push(StageReport::skipped(stage, "an earlier stage failed"));
-            }
-        };
-
-        let started = Instant::now();
-        let credentials = match self.credentials.credentials().await {
-            Ok(credentials) => credentials,
-            Err(error) => {
-                reports.push(StageReport::failed(started, &error));
-                skip_rest(&mut reports, "aws_credentials");
-                return reports;
-            }
-        };
-        let expiry = credentials
-            .expiry()
-            .and_then(|e| e.duration_since(self.clock.now()).ok())
-            .map_or("no expiry".to_owned(), |left| {
-                format!("expire in {} s", left.as_secs())
-            });
-        reports.push(StageReport::ok(
-            "aws_credentials",
-            started,
-            format!("loaded; {expiry}"),
-        ));
-
-        let started = Instant::now();
-        let now = self.clock.now();
-        let subject_token = match SubjectToken::sign(
-            &self.verification_url,
-            &self.region,
-            &self.config.audience,
-            &credentials,
-            now,
-        ) {
-            Ok(token) => token,
-            Err(error) => {
-                reports.push(StageReport::failed(started, &error));
-                skip_rest(&mut reports, "subject_token");
-                return reports;
-            }
-        };
-        reports.push(StageReport::ok(
-            "subject_token",
-            started,
-            format!(
-                "signed GetCallerIdentity for {}",
-                self.verification_url.host_str().unwrap_or("-")
-            ),
-        ));
-
-        let started = Instant::now();
-        let scope = match &self.config.impersonation {
-            Some(_) => vec![FEDERATION_SCOPE.to_owned()],
-            None => self.settings.scopes.clone(),
-        };
-        let federated = match sts::exchange(
-            &self.client,
-            &attempts,
-            &self.config,
-            &subject_token,
-            &scope,
-            now,
-        )
-        .await
-        {
-            Ok(federated) => federated,
-            Err(error) => {
-                reports.push(StageReport::failed(started, &error));
-                skip_rest(&mut reports, "sts");
-                return reports;
-            }
-        };
-        reports.push(StageReport::ok(
-            "sts",
-            started,
-            "federated token issued".to_owned(),
-        ));
-
         let Some(impersonation) = &self.config.impersonation else {
-            reports.push(StageReport::skipped(
-                "impersonation",
-                "the configuration names no service account",
-            ));
-            return reports;
+            return Ok(AccessToken {
+                token: federated.token,
+                expires_at: federated.expires_at,
+            });
         };
-        let started = Instant::now();
-        let request = self.default_request();
-        match impersonation::generate_access_token(
-            &self.client,
-            &attempts,
-            impersonation,
-            &federated,
-            &request.scopes,
-            request.lifetime_seconds,
-        )
-        .await
-        {
-            Ok(_) => reports.push(StageReport::ok(
-                "impersonation",
-                started,
-                format!(
-                    "access token issued for {} ({} s)",
-                    impersonation.service_account, request.lifetime_seconds
+        trace
+            .run(
+                Stage::Impersonation,
+                impersonation::generate_access_token(
+                    &self.client,
+                    &attempts,
+                    impersonation,
+                    &federated,
+                    &request.scopes,
+                    request.lifetime_seconds,
                 ),
-            )),
-            Err(error) => reports.push(StageReport::failed(started, &error)),
-        }
-        reports
+            )
+            .await
     }
-}
 
-fn into_access_token(federated: FederatedToken) -> AccessToken {
-    AccessToken {
-        token: federated.token,
-        expires_at: federated.expires_at,
+    /// The credential configuration.
+    pub(crate) fn config(&self) -> &CredentialConfig {
+        &self.config
+    }
+
+    /// The AWS region the subject token names.
+    pub(crate) fn region(&self) -> &str {
+        &self.region
     }
 }

@@ -13,6 +13,7 @@ pub mod caller;
 pub mod clock;
 pub mod config_source;
 pub mod credential_config;
+pub mod diagnosis;
 pub mod endpoint;
 pub mod error;
 pub mod forward;

@@ -13,8 +13,9 @@ use lambda_http::{Body, Request, RequestExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::broker::{Broker, StageReport, TokenRequest};
+use crate::broker::{Broker, TokenRequest};
 use crate::caller::Caller;
+use crate::diagnosis::StageReport;
 use crate::error::{ApiError, UpstreamError};
 use crate::forward::{self, Call, Forwarder, Invocation};
 use crate::impersonation::AccessToken;
