@@ -124,6 +124,7 @@ pub fn broker_env(emulator: &RunningEmulator) -> HashMap<String, String> {
 pub struct Process {
     child: Child,
     output: Arc<Mutex<String>>,
+    readers: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Process {
@@ -136,13 +137,18 @@ impl Process {
             .kill_on_drop(true);
         let mut child = command.spawn().expect("the process starts");
         let output = Arc::new(Mutex::new(String::new()));
+        let mut readers = Vec::new();
         if let Some(stdout) = child.stdout.take() {
-            collect(stdout, output.clone());
+            readers.push(collect(stdout, output.clone()));
         }
         if let Some(stderr) = child.stderr.take() {
-            collect(stderr, output.clone());
+            readers.push(collect(stderr, output.clone()));
         }
-        Self { child, output }
+        Self {
+            child,
+            output,
+            readers,
+        }
     }
 
     /// Everything the process printed so far.
@@ -150,16 +156,23 @@ impl Process {
         self.output.lock().expect("output lock").clone()
     }
 
-    /// Waits for the process to exit, up to `limit`.
+    /// Waits for the process to exit, up to `limit`, and for its output to be read to the end.
     pub async fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        tokio::time::timeout(limit, self.child.wait())
+        let status = tokio::time::timeout(limit, self.child.wait())
             .await
             .ok()
-            .and_then(Result::ok)
+            .and_then(Result::ok)?;
+        for reader in self.readers.drain(..) {
+            let _ = tokio::time::timeout(limit, reader).await;
+        }
+        Some(status)
     }
 }
 
-fn collect(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<String>>) {
+fn collect(
+    stream: impl AsyncRead + Unpin + Send + 'static,
+    into: Arc<Mutex<String>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut lines = BufReader::new(stream).lines();
         while let Ok(Some(line)) = lines.next_line().await {
@@ -167,7 +180,7 @@ fn collect(stream: impl AsyncRead + Unpin + Send + 'static, into: Arc<Mutex<Stri
             output.push_str(&line);
             output.push('\n');
         }
-    });
+    })
 }
 
 /// cargo-lambda's Runtime API emulator.
