@@ -20,6 +20,7 @@ pub mod forward;
 pub mod hints;
 pub mod impersonation;
 pub mod init;
+pub mod metadata_proxy;
 pub mod metrics;
 pub mod pattern;
 pub mod reply;

@@ -21,7 +21,8 @@ const MAX_IDLE_KEYS: usize = 256;
 /// What a token is for; tokens are shared only between requests with equal keys.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TokenKey {
-    /// The impersonated service account, or `None` for the federated token itself.
+    /// The impersonated service account, or `None` for the federated token itself (in the
+    /// metadata proxy: the broker's own account, when not configured).
     pub service_account: Option<String>,
     /// Sorted, without duplicates.
     pub scopes: Vec<String>,
@@ -49,27 +50,42 @@ impl CacheOutcome {
 }
 
 /// The cache, shared by every invocation in the process.
+///
+/// `E` is the failure of a fetch: the broker's [`UpstreamError`]; the metadata proxy's own
+/// error for the tokens it gets from the broker.
 #[derive(Debug)]
-pub struct TokenCache {
+pub struct TokenCache<E = UpstreamError> {
     clock: SharedClock,
     refresh_margin: Duration,
-    slots: Mutex<HashMap<TokenKey, Arc<Slot>>>,
+    slots: Mutex<HashMap<TokenKey, Arc<Slot<E>>>>,
 }
 
-#[derive(Debug, Default)]
-struct Slot {
+#[derive(Debug)]
+struct Slot<E> {
     /// Fetches finished so far; a waiter that sees it move knows a fetch ended while it waited.
     completed: AtomicU64,
-    state: tokio::sync::Mutex<SlotState>,
+    state: tokio::sync::Mutex<SlotState<E>>,
 }
 
-#[derive(Debug, Default)]
-struct SlotState {
+impl<E> Default for Slot<E> {
+    fn default() -> Self {
+        Self {
+            completed: AtomicU64::new(0),
+            state: tokio::sync::Mutex::new(SlotState {
+                token: None,
+                last_failure: None,
+            }),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SlotState<E> {
     token: Option<AccessToken>,
-    last_failure: Option<UpstreamError>,
+    last_failure: Option<E>,
 }
 
-impl TokenCache {
+impl<E: Clone> TokenCache<E> {
     /// A cache that treats a token as stale `refresh_margin` before it expires (at most half
     /// its lifetime, so short-lived tokens are still reused).
     pub fn new(clock: SharedClock, refresh_margin: Duration) -> Self {
@@ -87,10 +103,10 @@ impl TokenCache {
         &self,
         key: &TokenKey,
         fetch: F,
-    ) -> Result<(AccessToken, CacheOutcome), UpstreamError>
+    ) -> Result<(AccessToken, CacheOutcome), E>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<AccessToken, UpstreamError>>,
+        Fut: Future<Output = Result<AccessToken, E>>,
     {
         let slot = self.slot(key);
         let completed_before = slot.completed.load(Ordering::SeqCst);
@@ -126,7 +142,7 @@ impl TokenCache {
         }
     }
 
-    fn slot(&self, key: &TokenKey) -> Arc<Slot> {
+    fn slot(&self, key: &TokenKey) -> Arc<Slot<E>> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(slot) = slots.get(key) {
             return slot.clone();

@@ -4,6 +4,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
 use crate::config::{AwsKey, EmulatorConfig, MAX_TOKEN_LIFETIME_CEILING};
+use crate::front::{FrontConfig, IamCaller};
 
 /// The most events a streamed answer may have from the command line: more only slows a run.
 const MAX_STREAM_EVENTS: usize = 10_000;
@@ -37,6 +38,16 @@ Options:
                                 gemini-2.0-flash-001]
   --stream-events N             events per streamed answer, at least 1 [default: 3]
   --stream-event-delay-ms MS    pause between two streamed events [default: 100]
+  --front ADDR                  also serve a Lambda Function URL (AuthType AWS_IAM) on ADDR:
+                                it checks SigV4 (service lambda) with the --aws-key pairs
+                                and invokes the function at --front-invoke
+  --front-invoke URL            the runtime emulator's base URL, e.g. http://127.0.0.1:9000
+                                (cargo lambda watch) [required with --front]
+  --front-caller AKID=ARN       the IAM identity an access key stands for (repeatable)
+                                [default: AKIDEMULATOR0000TEST=arn:aws:sts::123456789012:
+                                assumed-role/app-role/app-session]
+  --front-region REGION         region callers sign for [default: us-east-1]
+  --front-function NAME         function name to invoke [default: _]
   -h, --help                    print this help
 
 Admin routes:
@@ -67,6 +78,17 @@ pub struct RunOptions {
     pub listen: SocketAddr,
     /// What to accept; the clock is the system's.
     pub config: EmulatorConfig,
+    /// The Function URL front to serve beside it, if asked for with `--front`.
+    pub front: Option<FrontOptions>,
+}
+
+/// Where and how to serve the Function URL front.
+#[derive(Debug)]
+pub struct FrontOptions {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// What to accept and whom to invoke; the AWS keys are the emulator's.
+    pub config: FrontConfig,
 }
 
 /// Why the command line is not understood; never quotes a secret key.
@@ -96,6 +118,8 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     let mut listen = DEFAULT_LISTEN;
     let (mut aws_keys, mut audiences, mut service_accounts) = (vec![], vec![], vec![]);
     let (mut projects, mut models) = (vec![], vec![]);
+    let (mut front_listen, mut front_invoke, mut front_callers) = (None, None, vec![]);
+    let (mut front_region, mut front_function) = (None, None);
 
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -160,9 +184,61 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
                 })?;
                 config.stream_event_delay = Duration::from_millis(millis);
             }
+            "--front" => {
+                let value = value_of("--front", inline, &mut args)?;
+                front_listen = Some(value.parse().map_err(|_| CliError::InvalidValue {
+                    flag: "--front",
+                    reason: format!("{value:?} is not an IP:PORT socket address"),
+                })?);
+            }
+            "--front-invoke" => front_invoke = Some(value_of("--front-invoke", inline, &mut args)?),
+            "--front-caller" => {
+                let value = value_of("--front-caller", inline, &mut args)?;
+                front_callers.push(value.parse::<IamCaller>().map_err(|e| {
+                    CliError::InvalidValue {
+                        flag: "--front-caller",
+                        reason: e.to_string(),
+                    }
+                })?);
+            }
+            "--front-region" => front_region = Some(value_of("--front-region", inline, &mut args)?),
+            "--front-function" => {
+                front_function = Some(value_of("--front-function", inline, &mut args)?);
+            }
             _ => return Err(CliError::UnknownOption(name)),
         }
     }
+
+    let front = match (front_listen, front_invoke) {
+        (Some(listen), Some(invoke_url)) => {
+            let mut front = FrontConfig::new(invoke_url);
+            if !aws_keys.is_empty() {
+                front.aws_keys = aws_keys.clone();
+            }
+            if !front_callers.is_empty() {
+                front.callers = front_callers;
+            }
+            front.region = front_region.unwrap_or(front.region);
+            front.function_name = front_function.unwrap_or(front.function_name);
+            Some(FrontOptions {
+                listen,
+                config: front,
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(CliError::InvalidValue {
+                flag: "--front",
+                reason: "needs --front-invoke URL, the runtime emulator to invoke".to_string(),
+            })
+        }
+        (None, Some(_)) => {
+            return Err(CliError::InvalidValue {
+                flag: "--front-invoke",
+                reason: "needs --front ADDR, where to serve the Function URL".to_string(),
+            })
+        }
+    };
 
     if !aws_keys.is_empty() {
         config.aws_keys = aws_keys;
@@ -179,7 +255,11 @@ pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Command, CliError
     if !models.is_empty() {
         config.vertex_models = models;
     }
-    Ok(Command::Run(RunOptions { listen, config }))
+    Ok(Command::Run(RunOptions {
+        listen,
+        config,
+        front,
+    }))
 }
 
 /// The value of `flag`: written after `=`, or else the next argument.
@@ -294,6 +374,40 @@ mod tests {
     }
 
     #[test]
+    fn front_flags_configure_the_function_url_with_the_emulator_keys() {
+        let options = run(&[
+            "--aws-key=AKID1:secret1",
+            "--front",
+            "127.0.0.1:9100",
+            "--front-invoke=http://127.0.0.1:9000",
+            "--front-caller",
+            "AKID1=arn:aws:iam::111122223333:user/alice",
+            "--front-region=eu-west-1",
+        ]);
+
+        let front = options.front.expect("a front");
+        assert_eq!(front.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(front.config.invoke_url, "http://127.0.0.1:9000");
+        assert_eq!(front.config.region, "eu-west-1");
+        assert_eq!(front.config.function_name, "_");
+        assert_eq!(
+            front.config.callers,
+            [IamCaller::new(
+                "AKID1",
+                "arn:aws:iam::111122223333:user/alice"
+            )]
+        );
+        let keys: Vec<&str> = front
+            .config
+            .aws_keys
+            .iter()
+            .map(AwsKey::access_key_id)
+            .collect();
+        assert_eq!(keys, ["AKID1"]);
+        assert!(run(&[]).front.is_none(), "no front unless asked for");
+    }
+
+    #[test]
     fn help_is_recognised_after_other_flags() {
         let parsed = parse(["--listen", "127.0.0.1:1", "--help"].map(String::from));
 
@@ -302,7 +416,16 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_refused_with_the_flag_named() {
-        let cases: [(&[&str], &str); 10] = [
+        let cases: [(&[&str], &str); 13] = [
+            (&["--front", "127.0.0.1:1"], "--front: needs --front-invoke"),
+            (
+                &["--front-invoke", "http://x"],
+                "--front-invoke: needs --front",
+            ),
+            (
+                &["--front-caller", "AKID=role"],
+                "--front-caller: a caller must be",
+            ),
             (&["--port", "1"], "unknown option \"--port\""),
             (&["--listen"], "--listen needs a value"),
             (

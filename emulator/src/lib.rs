@@ -17,6 +17,10 @@
 //!   (federated or service account), unexpired, with the `cloud-platform` scope; the answers are
 //!   deterministic text quoting the prompt.
 //!
+//! Beside them, [`spawn_front`] serves a Lambda Function URL with `AuthType: AWS_IAM` in front
+//! of cargo-lambda's runtime emulator: it checks callers' SigV4 signatures (service `lambda`)
+//! with the same keys and code as STS, and invokes the function with their IAM identity.
+//!
 //! Faults (an error status, a delay, a stream broken off, or a mix) can be queued per
 //! [`Target`], and every request is counted, from Rust through [`RunningEmulator`] or over HTTP
 //! under `/emulator/` (see the `gcp-wif-emulator` binary's `--help`). Every Vertex AI request is
@@ -63,6 +67,7 @@ pub mod cli;
 mod clock;
 mod config;
 mod faults;
+mod front;
 mod iam;
 mod recorder;
 mod rpc_status;
@@ -85,6 +90,10 @@ pub use config::{
     MAX_TOKEN_LIFETIME_CEILING,
 };
 pub use faults::{Fault, Target};
+pub use front::{
+    spawn_front, FrontConfig, IamCaller, InvalidIamCaller, RunningFront, DEFAULT_CALLER_ARN,
+    DEFAULT_FRONT_REGION, DEFAULT_FUNCTION_NAME,
+};
 pub use recorder::{RecordedRequest, VERTEX_REQUESTS_KEPT};
 pub use server::{spawn, RunningEmulator};
 pub use tokens::{AccessTokenInfo, Principal};

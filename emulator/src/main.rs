@@ -45,6 +45,23 @@ async fn main() -> ExitCode {
         error!(%error, "cannot write the listening line to stdout");
         return ExitCode::FAILURE;
     }
+    let _front = match options.front {
+        Some(front) => match gcp_wif_emulator::spawn_front(front.config, front.listen).await {
+            Ok(running) => {
+                let line = format!("gcp-wif-emulator function URL front on {}", running.url());
+                if let Err(error) = writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+                    error!(%error, "cannot write the front's line to stdout");
+                    return ExitCode::FAILURE;
+                }
+                Some(running)
+            }
+            Err(error) => {
+                error!(listen = %front.listen, %error, "cannot start the function URL front");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
 
     match termination().await {
         Ok(signal) => info!(signal, "stopping"),

@@ -1,8 +1,10 @@
-//! Checking the AWS Signature Version 4 of a subject token, as AWS STS would.
+//! Checking AWS Signature Version 4, as AWS would: of a subject token, and of a request to the
+//! Function URL front.
 //!
 //! Google STS forwards the signed `GetCallerIdentity` request to AWS; the emulator cannot, so it
 //! recomputes the signature with the configured secret keys and refuses what AWS would refuse,
-//! in AWS's words (the error type and message Google relays in `invalid_grant`).
+//! in AWS's words (the error type and message Google relays in `invalid_grant`). The Function
+//! URL front ([`crate::front`]) checks its callers' signatures (service `lambda`) the same way.
 
 use std::time::Duration;
 
@@ -19,7 +21,6 @@ use crate::subject_token::SubjectToken;
 type HmacSha256 = Hmac<Sha256>;
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
-const SERVICE: &str = "sts";
 const TERMINATOR: &str = "aws4_request";
 
 /// The `x-amz-date` format, `20200811T065522Z`.
@@ -32,6 +33,63 @@ const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// What SigV4 covers of a request, whatever carried it: a subject token or an HTTP request.
+pub(crate) trait SignedRequest {
+    /// The HTTP method, upper case.
+    fn method(&self) -> &str;
+    /// The path as sent, percent-encoded.
+    fn path(&self) -> &str;
+    /// The query as sent, without `?`; empty when there is none.
+    fn query(&self) -> &str;
+    /// Every value of the header `name` (lowercase), in the order sent.
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str>;
+    /// The authority the request went to, signed as `host` when no `host` header was sent.
+    fn host(&self) -> String;
+    /// The body.
+    fn body(&self) -> &[u8];
+
+    /// The first value of the header `name` (lowercase).
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.header_values(name).next()
+    }
+}
+
+impl SignedRequest for SubjectToken {
+    fn method(&self) -> &str {
+        "POST"
+    }
+
+    fn path(&self) -> &str {
+        self.url().path()
+    }
+
+    fn query(&self) -> &str {
+        self.url().query().unwrap_or_default()
+    }
+
+    fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+        SubjectToken::header_values(self, name)
+    }
+
+    fn host(&self) -> String {
+        SubjectToken::host(self)
+    }
+
+    fn body(&self) -> &[u8] {
+        SubjectToken::body(self).as_bytes()
+    }
+}
+
+/// The credential scope a signature must name: its service, and its region when the endpoint
+/// implies one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExpectedScope<'a> {
+    /// `sts` for a subject token, `lambda` for a Function URL.
+    pub(crate) service: &'static str,
+    /// The region of the endpoint; `None` accepts any (the global STS endpoint).
+    pub(crate) region: Option<&'a str>,
+}
 
 /// The identity a valid signature proves.
 #[derive(Debug, PartialEq, Eq)]
@@ -57,8 +115,8 @@ pub(crate) enum SigV4Error {
     MalformedDate,
     #[error("Date in Credential scope does not match YYYYMMDD from ISO-8601 version of date from HTTP: '{scope}' != '{date}'.")]
     ScopeDate { scope: String, date: String },
-    #[error("Credential should be scoped to correct service: 'sts'.")]
-    ScopeService,
+    #[error("Credential should be scoped to correct service: '{0}'.")]
+    ScopeService(&'static str),
     #[error("Credential should be scoped to a valid region, not '{0}'.")]
     ScopeRegion(String),
     #[error(
@@ -97,7 +155,7 @@ impl SigV4Error {
             | SigV4Error::MalformedDate => "IncompleteSignature",
             SigV4Error::UnknownAccessKey => "InvalidClientTokenId",
             SigV4Error::ScopeDate { .. }
-            | SigV4Error::ScopeService
+            | SigV4Error::ScopeService(_)
             | SigV4Error::ScopeRegion(_)
             | SigV4Error::Expired { .. }
             | SigV4Error::NotYetCurrent { .. }
@@ -193,16 +251,37 @@ pub(crate) fn verify(
     now: OffsetDateTime,
     max_skew: Duration,
 ) -> Result<Signer, SigV4Error> {
-    let authorization = token
+    // Limitation: the global endpoint accepts any region in the scope (AWS documents
+    // us-east-1), because Google's Rust client signs it with the caller's region and the
+    // emulator cannot ask AWS what it would accept.
+    let scope = ExpectedScope {
+        service: "sts",
+        region: token.host_region(),
+    };
+    verify_request(token, scope, keys, now, max_skew)
+}
+
+/// Checks the signature of `request` for `scope` as AWS would at `now`, with the secrets of
+/// `keys`; the same limitations as [`verify`] apply.
+pub(crate) fn verify_request(
+    request: &impl SignedRequest,
+    scope: ExpectedScope<'_>,
+    keys: &[AwsKey],
+    now: OffsetDateTime,
+    max_skew: Duration,
+) -> Result<Signer, SigV4Error> {
+    let authorization = request
         .header("authorization")
         .ok_or(SigV4Error::MissingAuthorization)?;
     let authorization = Authorization::parse(authorization)?;
-    let amz_date = token.header("x-amz-date").ok_or(SigV4Error::MissingDate)?;
+    let amz_date = request
+        .header("x-amz-date")
+        .ok_or(SigV4Error::MissingDate)?;
     let signed_at = PrimitiveDateTime::parse(amz_date, AMZ_DATE)
         .map_err(|_| SigV4Error::MalformedDate)?
         .assume_utc();
 
-    check_scope(&authorization, token, amz_date)?;
+    check_scope(&authorization, scope, amz_date)?;
     check_freshness(signed_at, now, max_skew)?;
 
     let key = keys
@@ -217,12 +296,13 @@ pub(crate) fn verify(
         return Err(SigV4Error::HostNotSigned);
     }
 
-    let canonical_request = canonical_request(token, &authorization.signed_headers)?;
+    let canonical_request = canonical_request(request, &authorization.signed_headers)?;
     let string_to_sign = string_to_sign(amz_date, &authorization.scope(), &canonical_request);
     signature_mac(
         key,
         authorization.scope_date,
         authorization.region,
+        scope.service,
         &string_to_sign,
     )
     .verify_slice(&authorization.signature)
@@ -236,7 +316,7 @@ pub(crate) fn verify(
 
 fn check_scope(
     authorization: &Authorization<'_>,
-    token: &SubjectToken,
+    scope: ExpectedScope<'_>,
     amz_date: &str,
 ) -> Result<(), SigV4Error> {
     let date = amz_date.get(..8).unwrap_or_default();
@@ -246,13 +326,10 @@ fn check_scope(
             date: date.to_string(),
         });
     }
-    if authorization.service != SERVICE {
-        return Err(SigV4Error::ScopeService);
+    if authorization.service != scope.service {
+        return Err(SigV4Error::ScopeService(scope.service));
     }
-    // Limitation: the global endpoint accepts any region in the scope (AWS documents
-    // us-east-1), because Google's Rust client signs it with the caller's region and the
-    // emulator cannot ask AWS what it would accept.
-    match token.host_region() {
+    match scope.region {
         Some(region) if region != authorization.region => {
             Err(SigV4Error::ScopeRegion(authorization.region.to_string()))
         }
@@ -290,14 +367,14 @@ fn check_freshness(
     Ok(())
 }
 
-/// The SigV4 canonical request for `POST /` with the token's query, signed headers and body.
+/// The SigV4 canonical request of `request` with its signed headers, path and query as AWS
+/// canonicalises them for every service but S3: dot segments removed, the path encoded once
+/// more, query pairs decoded, re-encoded and sorted.
 fn canonical_request(
-    token: &SubjectToken,
+    request: &impl SignedRequest,
     signed_headers: &[String],
 ) -> Result<String, SigV4Error> {
-    let mut query: Vec<(String, String)> = token
-        .url()
-        .query_pairs()
+    let mut query: Vec<(String, String)> = form_urlencoded::parse(request.query().as_bytes())
         .map(|(key, value)| (uri_encode(&key), uri_encode(&value)))
         .collect();
     query.sort();
@@ -308,22 +385,41 @@ fn canonical_request(
 
     let mut headers = String::new();
     for name in signed_headers {
-        let values: Vec<String> = token.header_values(name).map(normalize_value).collect();
+        let values: Vec<String> = request.header_values(name).map(normalize_value).collect();
         let value = match (values.is_empty(), name.as_str()) {
             (false, _) => values.join(","),
-            (true, "host") => token.host(),
+            (true, "host") => request.host(),
             (true, _) => return Err(SigV4Error::MissingSignedHeader(name.clone())),
         };
         headers.push_str(&format!("{name}:{value}\n"));
     }
 
     Ok(format!(
-        "POST\n/\n{}\n{}\n{}\n{}",
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        request.method(),
+        canonical_path(request.path()),
         query.join("&"),
         headers,
         signed_headers.join(";"),
-        hex::encode(Sha256::digest(token.body()))
+        hex::encode(Sha256::digest(request.body()))
     ))
+}
+
+/// The path with `.` and `..` segments removed, each segment encoded again (a `%` of the path
+/// as sent becomes `%25`), as AWS's signers do for every service but S3.
+fn canonical_path(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/').skip(1) {
+        match segment {
+            "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(segment),
+        }
+    }
+    let encoded: Vec<String> = segments.iter().map(|s| uri_encode(s)).collect();
+    format!("/{}", encoded.join("/"))
 }
 
 fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> String {
@@ -334,9 +430,15 @@ fn string_to_sign(amz_date: &str, scope: &str, canonical_request: &str) -> Strin
 }
 
 /// An HMAC keyed with the SigV4 signing key of `key` for the scope, fed the string to sign.
-fn signature_mac(key: &AwsKey, date: &str, region: &str, string_to_sign: &str) -> HmacSha256 {
+fn signature_mac(
+    key: &AwsKey,
+    date: &str,
+    region: &str,
+    service: &str,
+    string_to_sign: &str,
+) -> HmacSha256 {
     let secret = format!("AWS4{}", key.secret_access_key());
-    let signing_key = [date, region, SERVICE, TERMINATOR]
+    let signing_key = [date, region, service, TERMINATOR]
         .iter()
         .fold(secret.into_bytes(), |key, part| hmac(&key, part));
     let mut mac = keyed(&signing_key);
@@ -368,6 +470,8 @@ pub(crate) mod tests {
     use super::*;
     use serde::Deserialize;
     use time::macros::datetime;
+
+    const DEFAULT_SKEW: Duration = Duration::from_secs(15 * 60);
 
     const VECTORS: &str =
         include_str!("../../../shared/conformance/aws-subject-token-signatures.json");
@@ -455,6 +559,101 @@ pub(crate) mod tests {
         now: OffsetDateTime,
     ) -> Result<Signer, SigV4Error> {
         verify(token, &[vector.key()], now, Duration::from_secs(15 * 60))
+    }
+
+    /// A plain HTTP request, for checks that do not come through a subject token.
+    struct Plain {
+        method: &'static str,
+        path: &'static str,
+        query: &'static str,
+        headers: Vec<(String, String)>,
+    }
+
+    impl SignedRequest for Plain {
+        fn method(&self) -> &str {
+            self.method
+        }
+        fn path(&self) -> &str {
+            self.path
+        }
+        fn query(&self) -> &str {
+            self.query
+        }
+        fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> {
+            self.headers
+                .iter()
+                .filter(move |(key, _)| key == name)
+                .map(|(_, value)| value.as_str())
+        }
+        fn host(&self) -> String {
+            "example.amazonaws.com".to_string()
+        }
+        fn body(&self) -> &[u8] {
+            b""
+        }
+    }
+
+    #[test]
+    fn requests_of_the_aws_signature_test_suite_verify_for_their_service() {
+        // From AWS's published SigV4 test suite: key AKIDEXAMPLE, service "service".
+        let keys = [AwsKey::new(
+            "AKIDEXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        )];
+        let vanilla = "5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
+        let query_order = "b97d918cfa904a5beff61c982a1b6f458b799221646efd99d3219ec94cdf2500";
+        let cases = [
+            ("get-vanilla", "/", "", vanilla),
+            (
+                "get-relative-relative",
+                "/example1/example2/../..",
+                "",
+                vanilla,
+            ),
+            (
+                "get-vanilla-query-order-key-case",
+                "/",
+                "Param2=value2&Param1=value1",
+                query_order,
+            ),
+        ];
+        let scope = ExpectedScope {
+            service: "service",
+            region: Some("us-east-1"),
+        };
+
+        for (name, path, query, signature) in cases {
+            let request = Plain {
+                method: "GET",
+                path,
+                query,
+                headers: vec![
+                    ("host".into(), "example.amazonaws.com".into()),
+                    ("x-amz-date".into(), "20150830T123600Z".into()),
+                    (
+                        "authorization".into(),
+                        format!(
+                            "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, SignedHeaders=host;x-amz-date, Signature={signature}"
+                        ),
+                    ),
+                ],
+            };
+            let now = datetime!(2015-08-30 12:36 UTC);
+
+            let signer = verify_request(&request, scope, &keys, now, DEFAULT_SKEW)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(signer.access_key_id, "AKIDEXAMPLE", "{name}");
+
+            let other_service = ExpectedScope {
+                service: "lambda",
+                ..scope
+            };
+            let refused = verify_request(&request, other_service, &keys, now, DEFAULT_SKEW);
+            assert!(
+                matches!(refused, Err(SigV4Error::ScopeService("lambda"))),
+                "{name}: {refused:?}"
+            );
+        }
     }
 
     #[test]
@@ -757,6 +956,7 @@ pub(crate) mod tests {
             key,
             &amz_date[..8],
             region,
+            "sts",
             &string_to_sign(&amz_date, &scope, &canonical),
         )
         .finalize()
