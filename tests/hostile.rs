@@ -304,3 +304,32 @@ async fn a_query_string_is_ignored_by_token_requests() {
     );
     assert!(answer.body["expires_in"].as_u64().unwrap() <= 1800);
 }
+
+/// Limitation: lambda_http panics while turning an event whose Host header is not a valid
+/// authority into a request, before the broker's handler runs; lambda_runtime catches the panic
+/// and answers an invocation error. AWS sets Host itself on Function URLs and API Gateway, so
+/// only a direct lambda:InvokeFunction caller can send such an event. The process must survive.
+#[tokio::test]
+async fn an_unparseable_host_header_fails_that_invocation_only() {
+    let stack = Stack::start(&[]).await;
+    let mut hostile = event("token-function-url.json");
+    hostile["headers"]["host"] = json!("abc.lambda-url.us-east-1.on.aws.[com");
+    let url = format!(
+        "http://127.0.0.1:{}/2015-03-31/functions/_/invocations",
+        stack.runtime.port
+    );
+    let answer: Value = reqwest::Client::new()
+        .post(url)
+        .json(&hostile)
+        .send()
+        .await
+        .expect("the runtime emulator answers")
+        .json()
+        .await
+        .expect("a JSON invocation error");
+    assert!(answer["errorType"].is_string(), "{answer}");
+    assert_eq!(
+        stack.invoke_file("token-function-url.json").await.status,
+        200
+    );
+}
