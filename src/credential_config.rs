@@ -97,8 +97,16 @@ impl CredentialConfig {
 
         let universe_domain = match optional_str(&root, "universe_domain", "universe_domain")? {
             None => DEFAULT_UNIVERSE_DOMAIN.to_owned(),
-            Some(domain) if is_dns_name(domain) => domain.to_ascii_lowercase(),
-            Some(_) => return Err(invalid("universe_domain", "must be a DNS name")),
+            // Two labels at least: a bare top-level domain would admit every host beneath it.
+            Some(domain) if is_dns_name(domain) && domain.contains('.') => {
+                domain.to_ascii_lowercase()
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "universe_domain",
+                    "must be a DNS name of at least two labels, e.g. googleapis.com",
+                ))
+            }
         };
         let policy = EndpointPolicy::new(&universe_domain, allow_loopback);
 
@@ -387,6 +395,9 @@ mod tests {
             }),
             ("universe_domain", |m| {
                 m.insert("universe_domain".into(), "evil.com/x".into());
+            }),
+            ("universe_domain", |m| {
+                m.insert("universe_domain".into(), "com".into());
             }),
             ("quota_project_id", |m| {
                 m.insert("quota_project_id".into(), "Bad Project".into());
