@@ -142,6 +142,16 @@ impl ApiError {
         }
     }
 
+    /// `client` (4xx), `transient` (503, 504) or `permanent` (other 5xx), for metrics: the
+    /// same classes an [`UpstreamError`] reports.
+    pub fn class(&self) -> &'static str {
+        match self.status {
+            503 | 504 => "transient",
+            500..=599 => "permanent",
+            _ => "client",
+        }
+    }
+
     /// The canonical Google status name for the HTTP status.
     pub fn canonical_status(&self) -> &'static str {
         match self.status {
@@ -224,6 +234,19 @@ mod tests {
             assert_eq!(api.status, status, "{error}");
             assert_eq!(api.canonical_status(), canonical, "{error}");
             assert_eq!(error.is_transient(), transient, "{error}");
+        }
+    }
+
+    #[test]
+    fn answers_are_classed_like_upstream_errors() {
+        for (status, class) in [
+            (400, "client"),
+            (413, "client"),
+            (502, "permanent"),
+            (503, "transient"),
+            (504, "transient"),
+        ] {
+            assert_eq!(ApiError::new(status, "x").class(), class, "{status}");
         }
     }
 

@@ -429,11 +429,7 @@ impl Record {
     }
 
     fn finish_error(&self, error: &ApiError) {
-        metrics::error(if error.status >= 500 {
-            "transient"
-        } else {
-            "client"
-        });
+        metrics::error(error.class());
         tracing::warn!(
             event = "forward_failed",
             request_id = self.invocation.request_id,
