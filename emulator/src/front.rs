@@ -44,14 +44,13 @@ use base64::Engine;
 use serde_json::{json, Map, Value};
 use time::macros::format_description;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
 use crate::config::{
     AwsKey, DEFAULT_ACCESS_KEY_ID, DEFAULT_MAX_CLOCK_SKEW, DEFAULT_SECRET_ACCESS_KEY,
 };
+use crate::serving::Serving;
 use crate::sigv4::{self, ExpectedScope, SignedRequest};
 
 /// The IAM principal the built-in test key ([`DEFAULT_ACCESS_KEY_ID`]) stands for: a session
@@ -217,21 +216,17 @@ pub async fn spawn_front(config: FrontConfig, addr: SocketAddr) -> io::Result<Ru
             .map_err(io::Error::other)?,
     });
     let app = Router::new().fallback(serve).with_state(front);
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
+    let serving = Serving::spawn(|stop| async move {
         axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(async {
-            let _ = stopped.await;
-        })
+        .with_graceful_shutdown(stop)
         .await
     });
     Ok(RunningFront {
         local_addr,
-        stop: Some(stop),
-        task: Some(task),
+        serving,
     })
 }
 
@@ -239,8 +234,7 @@ pub async fn spawn_front(config: FrontConfig, addr: SocketAddr) -> io::Result<Ru
 /// requests in flight finish first.
 pub struct RunningFront {
     local_addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<io::Result<()>>>,
+    serving: Serving,
 }
 
 impl RunningFront {
@@ -257,21 +251,7 @@ impl RunningFront {
     /// Stops accepting connections, waits for requests in flight, and reports how serving
     /// ended.
     pub async fn shutdown(mut self) -> io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningFront {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.serving.shutdown().await
     }
 }
 

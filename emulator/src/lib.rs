@@ -72,6 +72,7 @@ mod iam;
 mod recorder;
 mod rpc_status;
 mod server;
+mod serving;
 mod sigv4;
 mod sse;
 mod state;

@@ -7,12 +7,11 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode, Uri};
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use crate::config::EmulatorConfig;
 use crate::faults::{intercepted, Fault, Target};
 use crate::recorder::RecordedRequest;
+use crate::serving::Serving;
 use crate::state::EmulatorState;
 use crate::tokens::{AccessTokenInfo, Principal};
 use crate::{admin, iam, sts, vertex};
@@ -55,21 +54,16 @@ pub async fn spawn(config: EmulatorConfig, addr: SocketAddr) -> io::Result<Runni
     let local_addr = listener.local_addr()?;
     let state = EmulatorState::new(config);
     let app = router(state.clone());
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
+    let serving = Serving::spawn(|stop| async move {
         axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                // A dropped sender stops the server as a sent signal does.
-                let _ = stopped.await;
-            })
+            .with_graceful_shutdown(stop)
             .await
     });
 
     Ok(RunningEmulator {
         local_addr,
         state,
-        stop: Some(stop),
-        task: Some(task),
+        serving,
     })
 }
 
@@ -81,8 +75,7 @@ pub async fn spawn(config: EmulatorConfig, addr: SocketAddr) -> io::Result<Runni
 pub struct RunningEmulator {
     local_addr: SocketAddr,
     state: EmulatorState,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<io::Result<()>>>,
+    serving: Serving,
 }
 
 impl RunningEmulator {
@@ -164,21 +157,7 @@ impl RunningEmulator {
     /// Stops accepting connections, waits for requests in flight, and reports how serving
     /// ended.
     pub async fn shutdown(mut self) -> io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match self.task.take() {
-            Some(task) => task.await.map_err(io::Error::other)?,
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for RunningEmulator {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+        self.serving.shutdown().await
     }
 }
 
